@@ -1,0 +1,239 @@
+"""Typed errors: the exception hierarchy, ``NativeErrorCode`` and ``check()``.
+
+Every ``ev_error_t`` the C core can return maps to exactly one exception class
+(the mapping is Edge Veda's, see ``NativeErrorCode.to_exception``). Where a
+Python builtin fits, an exception also inherits it (as PyNaCl does), so plain
+``except ValueError`` / ``except MemoryError`` / ``except OSError`` work:
+
+=========================  ===========================
+exception                  also a
+=========================  ===========================
+ConfigurationException     ValueError
+MemoryException            MemoryError
+DownloadException          ConnectionError (an OSError)
+ChecksumException          ModelValidationException
+ModelValidationException   ValueError
+CancelledException         (a GenerationException)
+DownloadCancelledException (a DownloadException)
+=========================  ===========================
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, Optional
+
+__all__ = [
+    "EdgeVedaException",
+    "InitializationException",
+    "ModelLoadException",
+    "GenerationException",
+    "CancelledException",
+    "DownloadException",
+    "DownloadCancelledException",
+    "ChecksumException",
+    "ModelValidationException",
+    "MemoryException",
+    "ConfigurationException",
+    "EngineClosedException",
+    "EdgeVedaGenericException",
+    "NativeErrorCode",
+    "check",
+]
+
+
+class EdgeVedaException(Exception):
+    """Base class of every error raised by edgeveda-ffi.
+
+    Args:
+        message: what went wrong, in one line.
+        details: extra context (for native errors: ``ev_get_last_error``).
+        original_error: the lower-level exception this one wraps, if any.
+
+    ``code`` is the ``NativeErrorCode`` when the error came from the C core.
+    """
+
+    code: "Optional[NativeErrorCode]" = None
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.original_error = original_error
+        if original_error is not None and self.__cause__ is None:
+            self.__cause__ = original_error
+
+    def __str__(self) -> str:
+        name = type(self).__name__
+        if self.details:
+            return f"{name}: {self.message} ({self.details})"
+        return f"{name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, details={self.details!r})"
+        )
+
+    # Exceptions that also inherit builtins with their own __init__ (OSError)
+    # must pickle with our arguments, not the builtin's.
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message, self.details, None))
+
+
+class InitializationException(EdgeVedaException):
+    """The engine could not start: backend, context or a closed/invalid engine."""
+
+
+class ModelLoadException(EdgeVedaException):
+    """The model file could not be loaded (missing, not GGUF, corrupt, truncated)."""
+
+
+class GenerationException(EdgeVedaException):
+    """Inference failed, or a stream ended while more was asked of it."""
+
+
+class CancelledException(GenerationException):
+    """A generation was cancelled before it produced a result."""
+
+
+class ConfigurationException(EdgeVedaException, ValueError):
+    """A parameter or configuration value is invalid (or a feature is not built in)."""
+
+
+class MemoryException(EdgeVedaException, MemoryError):
+    """Out of memory, or the configured memory limit cannot hold the model."""
+
+
+class DownloadException(EdgeVedaException, ConnectionError):
+    """A model download failed (network, HTTP status, disk, lock).
+
+    It is a ``ConnectionError`` (and so an ``OSError``) because almost every
+    cause is I/O; ``except OSError`` catches it next to the builtin errors.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+    ) -> None:
+        EdgeVedaException.__init__(self, message, details, original_error)
+        # OSError.__init__ would set .args differently; keep ours.
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return EdgeVedaException.__str__(self)
+
+
+class DownloadCancelledException(DownloadException):
+    """A download was cancelled through a ``CancelToken``; the ``.tmp`` is kept for resume."""
+
+
+class ModelValidationException(EdgeVedaException, ValueError):
+    """A model file failed validation: checksum mismatch, wrong size, corrupted file."""
+
+
+class ChecksumException(ModelValidationException):
+    """A sha256 digest did not match (``details`` gives expected and actual)."""
+
+
+class EngineClosedException(InitializationException):
+    """A method was called on an engine after ``close()``.
+
+    It is an ``InitializationException`` because the native core reports the
+    same situation as ``EV_ERROR_CONTEXT_INVALID``.
+    """
+
+
+class EdgeVedaGenericException(EdgeVedaException):
+    """An error the core reported as ``EV_ERROR_UNKNOWN`` (or a code we do not know)."""
+
+
+_ExcFactory = Callable[[Optional[str]], EdgeVedaException]
+
+
+class NativeErrorCode(enum.IntEnum):
+    """The C core's ``ev_error_t`` values (``native/include/edge_veda.h``)."""
+
+    SUCCESS = 0
+    INVALID_PARAM = -1
+    OUT_OF_MEMORY = -2
+    MODEL_LOAD_FAILED = -3
+    BACKEND_INIT_FAILED = -4
+    INFERENCE_FAILED = -5
+    CONTEXT_INVALID = -6
+    STREAM_ENDED = -7
+    NOT_IMPLEMENTED = -8
+    MEMORY_LIMIT_EXCEEDED = -9
+    UNSUPPORTED_BACKEND = -10
+    UNKNOWN = -999
+
+    @classmethod
+    def from_code(cls, code: int) -> "NativeErrorCode":
+        """The member for ``code``; any value the enum does not know is ``UNKNOWN``."""
+        try:
+            return cls(int(code))
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_success(self) -> bool:
+        return self is NativeErrorCode.SUCCESS
+
+    @property
+    def is_memory_error(self) -> bool:
+        """True for ``OUT_OF_MEMORY`` and ``MEMORY_LIMIT_EXCEEDED``."""
+        return self in (NativeErrorCode.OUT_OF_MEMORY, NativeErrorCode.MEMORY_LIMIT_EXCEEDED)
+
+    @property
+    def exception_class(self) -> Optional[type]:
+        """The exception class this code maps to (``None`` for success)."""
+        entry = _MAPPING.get(self)
+        return entry[0] if entry else None
+
+    def to_exception(self, details: Optional[str] = None) -> Optional[EdgeVedaException]:
+        """The exception for this code, carrying ``details``; ``None`` for success."""
+        entry = _MAPPING.get(self)
+        if entry is None:
+            return None
+        cls, message = entry
+        exc: EdgeVedaException = cls(message, details)
+        exc.code = self
+        return exc
+
+
+# Edge Veda's mapping (types.dart `NativeErrorCode.toException`), same messages.
+_MAPPING: dict[NativeErrorCode, tuple[type, str]] = {
+    NativeErrorCode.INVALID_PARAM: (ConfigurationException, "Invalid parameter"),
+    NativeErrorCode.OUT_OF_MEMORY: (MemoryException, "Out of memory"),
+    NativeErrorCode.MODEL_LOAD_FAILED: (ModelLoadException, "Failed to load model"),
+    NativeErrorCode.BACKEND_INIT_FAILED: (
+        InitializationException,
+        "Failed to initialize backend",
+    ),
+    NativeErrorCode.INFERENCE_FAILED: (GenerationException, "Inference failed"),
+    NativeErrorCode.CONTEXT_INVALID: (InitializationException, "Invalid context"),
+    NativeErrorCode.STREAM_ENDED: (GenerationException, "Stream ended unexpectedly"),
+    NativeErrorCode.NOT_IMPLEMENTED: (ConfigurationException, "Feature not implemented"),
+    NativeErrorCode.MEMORY_LIMIT_EXCEEDED: (MemoryException, "Memory limit exceeded"),
+    NativeErrorCode.UNSUPPORTED_BACKEND: (InitializationException, "Backend not supported"),
+    NativeErrorCode.UNKNOWN: (EdgeVedaGenericException, "Unknown error"),
+}
+
+
+def check(code: int, details: Optional[str] = None) -> None:
+    """Raise the mapped exception when ``code`` is not ``EV_SUCCESS``.
+
+    The one function every native call site uses. ``details`` should be the
+    core's own message (``ev_get_last_error``), so the user sees what failed.
+    """
+    if code == 0:
+        return
+    exc = NativeErrorCode.from_code(code).to_exception(details)
+    assert exc is not None
+    raise exc
