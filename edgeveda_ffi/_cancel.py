@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from typing import Callable, Optional
 
 from .errors import DownloadCancelledException
 
@@ -66,7 +66,7 @@ class CancelToken:
             except ValueError:
                 pass
 
-    def wait(self, timeout: float | None) -> bool:
+    def wait(self, timeout: Optional[float]) -> bool:
         """Sleep up to ``timeout`` seconds; return True early if cancelled."""
         return self._event.wait(timeout)
 

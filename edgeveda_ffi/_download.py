@@ -35,10 +35,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn, Optional
 
 import requests
 import urllib3
@@ -106,8 +105,8 @@ class _Transient(Exception):
     def __init__(
         self,
         reason: str,
-        retry_after: float | None = None,
-        cause: BaseException | None = None,
+        retry_after: Optional[float] = None,
+        cause: Optional[BaseException] = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -129,28 +128,28 @@ class ProgressReporter:
     callback propagate and abort the operation.
     """
 
-    def __init__(self, callback: ProgressCallback | None) -> None:
+    def __init__(self, callback: Optional[ProgressCallback]) -> None:
         self._callback = callback
-        self._last: DownloadProgress | None = None
+        self._last: Optional[DownloadProgress] = None
         self._t0 = time.monotonic()
         self._base = 0
 
     @property
-    def last(self) -> DownloadProgress | None:
+    def last(self) -> Optional[DownloadProgress]:
         """The last event sent, if any."""
         return self._last
 
-    def begin(self, offset: int, total: int | None) -> None:
+    def begin(self, offset: int, total: Optional[int]) -> None:
         """A new attempt starts at ``offset`` bytes: send the first event (speed 0)."""
         self._t0 = time.monotonic()
         self._base = offset
         self._emit(DownloadProgress(offset, total, 0.0, None))
 
-    def update(self, downloaded: int, total: int | None) -> None:
+    def update(self, downloaded: int, total: Optional[int]) -> None:
         """Bytes arrived: send an event with the speed of this attempt and the ETA."""
         elapsed = time.monotonic() - self._t0
         speed = (downloaded - self._base) / elapsed if elapsed > 0 else 0.0
-        eta: float | None = None
+        eta: Optional[float] = None
         if total is not None and speed > 0:
             eta = max(0.0, (total - downloaded) / speed)
         self._emit(DownloadProgress(downloaded, total, speed, eta))
@@ -199,7 +198,7 @@ def resume_state_path(tmp: Path) -> Path:
     return tmp.with_name(tmp.name + ".json")
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def _parse_retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
     value = value.strip()
@@ -217,7 +216,7 @@ def _parse_retry_after(value: str | None) -> float | None:
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+def _parse_content_range(value: Optional[str]) -> Optional[tuple[int, int, Optional[int]]]:
     if not value:
         return None
     m = _CONTENT_RANGE.match(value)
@@ -227,7 +226,7 @@ def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | Non
     return int(m.group(1)), int(m.group(2)), total
 
 
-def _content_length(resp: requests.Response) -> int | None:
+def _content_length(resp: requests.Response) -> Optional[int]:
     value = resp.headers.get("Content-Length")
     if value is None or not value.strip().isdigit():
         return None
@@ -254,8 +253,8 @@ class HttpDownload:
         url: str,
         tmp: Path,
         name: str,
-        expected_size: int | None,
-        expected_sha256: str | None,
+        expected_size: Optional[int],
+        expected_sha256: Optional[str],
         config: DownloadConfig,
         reporter: ProgressReporter,
         token: CancelToken,
@@ -434,17 +433,16 @@ class HttpDownload:
                 raise _Restart416()
             raise source_error("Download failed: HTTP 416", self.url)
         if status not in (200, 206):
-            raise source_error(
-                f"Download failed: HTTP {status}", f"{self.url} ({resp.reason})"
-            )
+            raise source_error(f"Download failed: HTTP {status}", f"{self.url} ({resp.reason})")
         length = _content_length(resp)
-        total: int | None
+        total: Optional[int]
         if status == 206:
             cr = _parse_content_range(resp.headers.get("Content-Range"))
             if not offset or cr is None or cr[0] != offset:
                 self.discard()
                 raise _Transient(
-                    f"unusable partial response (Content-Range {resp.headers.get('Content-Range')!r})"
+                    "unusable partial response "
+                    f"(Content-Range {resp.headers.get('Content-Range')!r})"
                 )
             append = True
             if cr[2] is not None:
@@ -455,17 +453,11 @@ class HttpDownload:
                 total = self.expected_size
         else:
             if offset:
-                _log.info(
-                    "server sent the whole file of %s: restarting from 0", self.name
-                )
+                _log.info("server sent the whole file of %s: restarting from 0", self.name)
                 offset, hasher = 0, hashlib.sha256()
             append = False
             total = length if length is not None else self.expected_size
-        if (
-            self.expected_size is not None
-            and total is not None
-            and total != self.expected_size
-        ):
+        if self.expected_size is not None and total is not None and total != self.expected_size:
             self.discard()
             raise ModelValidationException(
                 "Size mismatch",
@@ -516,9 +508,7 @@ class HttpDownload:
                 downloaded += len(chunk)
                 self.reporter.update(downloaded, total)
             if total is not None and downloaded < total:
-                raise _Transient(
-                    f"connection closed after {downloaded} of {total} bytes"
-                )
+                raise _Transient(f"connection closed after {downloaded} of {total} bytes")
             try:
                 os.fsync(fd)
             except OSError as e:
@@ -544,7 +534,7 @@ def copy_to_tmp(
     src: Path,
     tmp: Path,
     name: str,
-    expected_size: int | None,
+    expected_size: Optional[int],
     config: DownloadConfig,
     reporter: ProgressReporter,
     token: CancelToken,
@@ -558,9 +548,7 @@ def copy_to_tmp(
     try:
         size = os.stat(src).st_size
     except OSError as e:
-        raise ModelValidationException(
-            "Source file not found", f"{src}: {e}", e
-        ) from None
+        raise ModelValidationException("Source file not found", f"{src}: {e}", e) from None
     if expected_size is not None and size != expected_size:
         raise ModelValidationException(
             "Size mismatch", f"{src} has {size} bytes, {name} has {expected_size}"
@@ -569,9 +557,7 @@ def copy_to_tmp(
     try:
         fin = open(src, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
     except OSError as e:
-        raise ModelValidationException(
-            "Cannot read source file", f"{src}: {e}", e
-        ) from None
+        raise ModelValidationException("Cannot read source file", f"{src}: {e}", e) from None
     with fin:
         return _copy_stream(fin, src, tmp, name, size, config, reporter, token)
 
@@ -599,9 +585,7 @@ def _copy_stream(
             try:
                 chunk = fin.read(config.chunk_size * 4)
             except OSError as e:
-                raise source_error(
-                    "Cannot read source file", f"{src}: {e}", e
-                ) from None
+                raise source_error("Cannot read source file", f"{src}: {e}", e) from None
             if not chunk:
                 break
             try:

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Optional
 
 from ._cancel import CancelToken
 from ._fsutil import unlink_quiet, wrap_os_error
@@ -50,24 +50,19 @@ class ModelLock:
     def __init__(
         self,
         path: Path,
-        timeout: float | None = None,
-        cancel_token: CancelToken | None = None,
+        timeout: Optional[float] = None,
+        cancel_token: Optional[CancelToken] = None,
         poll_interval: float = 0.05,
     ) -> None:
         self.path = path
         self.timeout = timeout
         self.cancel_token = cancel_token
         self.poll_interval = poll_interval
-        self._fd: int | None = None
+        self._fd: Optional[int] = None
         self._fallback: Any = None
 
     def _open(self) -> int:
-        flags = (
-            os.O_RDWR
-            | os.O_CREAT
-            | getattr(os, "O_NOFOLLOW", 0)
-            | getattr(os, "O_CLOEXEC", 0)
-        )
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         for _ in range(2):
             try:
                 return os.open(str(self.path), flags, 0o644)
@@ -140,14 +135,14 @@ class ModelLock:
             self._fallback.release()
             self._fallback = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ModelLock:
         self.acquire()
         return self
 
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
     ) -> None:
         self.release()

@@ -9,9 +9,8 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .errors import DownloadException
 
@@ -38,9 +37,7 @@ _BINARY = getattr(os, "O_BINARY", 0)
 
 #: errno values that mean "no room": full disk, file-size limit, quota.
 DISK_FULL_ERRNOS = frozenset(
-    e
-    for e in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None))
-    if e is not None
+    e for e in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if e is not None
 )
 
 
@@ -100,9 +97,7 @@ def open_for_write(path: Path, append: bool) -> int:
     a symlink there is removed and a new empty file is created instead.
     """
     if append and is_regular_file(path):
-        return os.open(
-            str(path), os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _BINARY
-        )
+        return os.open(str(path), os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _BINARY)
     unlink_quiet(path)
     return os.open(
         str(path),
@@ -143,7 +138,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     fsync_dir(path.parent)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Optional[dict[str, Any]]:
     """The JSON object in ``path`` (not followed if a symlink); ``None`` if absent or invalid."""
     if not is_regular_file(path):
         return None
@@ -155,8 +150,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def free_bytes(path: Path) -> int | None:
-    """Free bytes on the file system of ``path`` (or its nearest existing parent); None if unknown."""
+def free_bytes(path: Path) -> Optional[int]:
+    """Free bytes on the file system of ``path`` (or its nearest existing parent), or None."""
     p = path
     while True:
         try:
@@ -171,8 +166,8 @@ def hash_file(
     path: Path,
     hasher: hashlib._Hash,
     chunk_size: int = 1 << 20,
-    limit: int | None = None,
-    check: Callable[[], None] | None = None,
+    limit: Optional[int] = None,
+    check: Optional[Callable[[], None]] = None,
 ) -> int:
     """Feed ``path`` (up to ``limit`` bytes) into ``hasher``; return the bytes read.
 
@@ -196,7 +191,7 @@ def hash_file(
     return total
 
 
-def sha256_file(path: Path, check: Callable[[], None] | None = None) -> str:
+def sha256_file(path: Path, check: Optional[Callable[[], None]] = None) -> str:
     """The sha256 hex digest of ``path``."""
     h = hashlib.sha256()
     hash_file(path, h, check=check)

@@ -7,6 +7,8 @@ at its upstream URL.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .types import ModelSpec
 
 __all__ = [
@@ -44,7 +46,7 @@ SMOLLM2_135M_INSTRUCT_Q4_1 = ModelSpec(
 KNOWN_MODELS: tuple[ModelSpec, ...] = (SMOLLM2_135M_INSTRUCT_Q4_1,)
 
 
-def get_known_model(model_id: str) -> ModelSpec | None:
+def get_known_model(model_id: str) -> Optional[ModelSpec]:
     """The registry entry for ``model_id``, or ``None``."""
     for spec in KNOWN_MODELS:
         if spec.id == model_id:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from pathlib import Path, PurePosixPath
+from typing import Optional
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -32,7 +33,7 @@ _MARK = "_edgeveda_source_failure"
 
 
 def source_error(
-    message: str, details: str | None = None, cause: BaseException | None = None
+    message: str, details: Optional[str] = None, cause: Optional[BaseException] = None
 ) -> DownloadException:
     """A ``DownloadException`` that blames the source (the manager then tries the next one).
 
@@ -114,14 +115,10 @@ def resolve_file_source(source: str) -> Path:
     """The local path of a ``file://`` source (raises ``DownloadException`` if missing)."""
     parts = urlsplit(source)
     if parts.netloc not in ("", "localhost"):
-        raise ConfigurationException(
-            "Invalid file source", f"{source!r}: remote host in file URL"
-        )
+        raise ConfigurationException("Invalid file source", f"{source!r}: remote host in file URL")
     path = Path(url2pathname(parts.path))
     if not path.is_absolute():
-        raise ConfigurationException(
-            "Invalid file source", f"{source!r}: path must be absolute"
-        )
+        raise ConfigurationException("Invalid file source", f"{source!r}: path must be absolute")
     if not path.is_file() and not is_regular_file(path):
         raise source_error("Local source file not found", str(path))
     return path

@@ -49,9 +49,8 @@ import datetime as _dt
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import platformdirs
 
@@ -107,7 +106,7 @@ _log = logging.getLogger("edgeveda_ffi.model_manager")
 #: Environment variable that overrides the default models folder.
 MODELS_DIR_ENV = "EDGEVEDA_MODELS_DIR"
 
-SpecOrId = ModelSpec | str
+SpecOrId = Union[ModelSpec, str]
 ProgressCallback = Callable[[DownloadProgress], None]
 _SIDECAR_FORMAT = 1
 
@@ -147,9 +146,9 @@ class ModelManager:
 
     def __init__(
         self,
-        models_dir: str | os.PathLike[str] | None = None,
+        models_dir: Optional[Union[str, os.PathLike[str]]] = None,
         *,
-        registry: Iterable[ModelSpec] | None = None,
+        registry: Optional[Iterable[ModelSpec]] = None,
         max_retries: int = 3,
         retry_backoff: Iterable[float] = (1.0, 2.0, 4.0),
         stall_timeout: float = 30.0,
@@ -158,24 +157,18 @@ class ModelManager:
         free_space_margin: int = 100 * 1024 * 1024,
         max_retry_after: float = 60.0,
         max_redirects: int = 10,
-        lock_timeout: float | None = None,
+        lock_timeout: Optional[float] = None,
     ) -> None:
-        self._models_dir = (
-            Path(models_dir) if models_dir is not None else default_models_dir()
-        )
+        self._models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         backoff = tuple(float(b) for b in retry_backoff)
         if max_retries < 0 or any(b < 0 for b in backoff):
-            raise ConfigurationException(
-                "Invalid retry settings", "values must be >= 0"
-            )
+            raise ConfigurationException("Invalid retry settings", "values must be >= 0")
         if chunk_size <= 0 or stall_timeout <= 0 or connect_timeout <= 0:
             raise ConfigurationException(
                 "Invalid download settings", "chunk_size and timeouts must be > 0"
             )
         if free_space_margin < 0:
-            raise ConfigurationException(
-                "Invalid free_space_margin", str(free_space_margin)
-            )
+            raise ConfigurationException("Invalid free_space_margin", str(free_space_margin))
         self.config = DownloadConfig(
             max_retries=max_retries,
             retry_backoff=backoff,
@@ -212,7 +205,7 @@ class ModelManager:
         """Every spec of this manager's registry."""
         return list(self._registry.values())
 
-    def get_spec(self, model_id: str) -> ModelSpec | None:
+    def get_spec(self, model_id: str) -> Optional[ModelSpec]:
         """The spec for ``model_id``: the registry's, else the sidecar's; ``None`` if unknown."""
         validate_model_id(model_id)
         spec = self._registry.get(model_id)
@@ -238,7 +231,7 @@ class ModelManager:
             )
         return spec
 
-    def _expected_sha256(self, spec: ModelSpec) -> str | None:
+    def _expected_sha256(self, spec: ModelSpec) -> Optional[str]:
         if spec.sha256 is not None:
             return spec.sha256
         reg = self._registry.get(spec.id)
@@ -259,14 +252,14 @@ class ModelManager:
         spec = self.get_spec(model_id)
         return self._models_dir / (spec.file_name if spec else f"{model_id}.gguf")
 
-    def get_metadata(self, model_id: str) -> dict[str, Any] | None:
+    def get_metadata(self, model_id: str) -> Optional[dict[str, Any]]:
         """The parsed sidecar ``<id>.json`` (spec, source, downloaded_at, size, sha256) or None."""
         validate_model_id(model_id)
         return read_json(self._sidecar(model_id))
 
     # -- checks ---------------------------------------------------------------
     def _present_valid(
-        self, spec: ModelSpec, verify: bool, token: CancelToken | None = None
+        self, spec: ModelSpec, verify: bool, token: Optional[CancelToken] = None
     ) -> bool:
         path = self._final(spec)
         if not is_regular_file(path):
@@ -291,11 +284,7 @@ class ModelManager:
         if not is_regular_file(path):
             return False
         spec = self.get_spec(model_id)
-        return (
-            spec is None
-            or spec.size_bytes is None
-            or os.lstat(path).st_size == spec.size_bytes
-        )
+        return spec is None or spec.size_bytes is None or os.lstat(path).st_size == spec.size_bytes
 
     def verify(self, model_id: str) -> bool:
         """Check the model's file against its size and sha256; False if absent or bad.
@@ -350,10 +339,8 @@ class ModelManager:
         if not os.access(d, os.W_OK):
             raise DownloadException("Models folder is not writable", str(d))
 
-    def _lock(self, spec: ModelSpec, token: CancelToken | None) -> ModelLock:
-        return ModelLock(
-            self._models_dir / f"{spec.file_name}.lock", self.lock_timeout, token
-        )
+    def _lock(self, spec: ModelSpec, token: Optional[CancelToken]) -> ModelLock:
+        return ModelLock(self._models_dir / f"{spec.file_name}.lock", self.lock_timeout, token)
 
     def _remove_invalid(self, spec: ModelSpec) -> None:
         path = self._final(spec)
@@ -391,8 +378,7 @@ class ModelManager:
             self._discard_tmp(spec)
             raise ChecksumException(
                 "SHA256 checksum mismatch",
-                f"{spec.id}: expected {expected}, actual {digest} "
-                f"(from {describe_source(source)})",
+                f"{spec.id}: expected {expected}, actual {digest} (from {describe_source(source)})",
             )
         if not is_regular_file(tmp):
             raise DownloadException("Download file vanished before rename", str(tmp))
@@ -408,7 +394,7 @@ class ModelManager:
             "id": spec.id,
             "spec": spec.to_dict(),
             "source": source,
-            "downloaded_at": _dt.datetime.now(_dt.UTC).isoformat(),
+            "downloaded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "size_bytes": size,
             "sha256": digest,
             "verified": bool(verify and expected is not None),
@@ -424,8 +410,8 @@ class ModelManager:
     def download(
         self,
         spec_or_id: SpecOrId,
-        cancel_token: CancelToken | None = None,
-        on_progress: ProgressCallback | None = None,
+        cancel_token: Optional[CancelToken] = None,
+        on_progress: Optional[ProgressCallback] = None,
         verify: bool = True,
     ) -> Path:
         """Make the model present and valid; return its path.
@@ -486,9 +472,7 @@ class ModelManager:
             except DownloadException as e:
                 if not is_source_failure(e):
                     raise
-                _log.warning(
-                    "source %s of %s failed: %s", describe_source(source), spec.id, e
-                )
+                _log.warning("source %s of %s failed: %s", describe_source(source), spec.id, e)
                 failures.append(e)
                 continue
             return self._install(spec, digest, size, verify, source, reporter)
@@ -496,9 +480,7 @@ class ModelManager:
             raise failures[0]
         raise DownloadException(
             "Failed to download model from every source",
-            "; ".join(
-                f"{describe_source(s)}: {e}" for s, e in zip(spec.sources, failures)
-            ),
+            "; ".join(f"{describe_source(s)}: {e}" for s, e in zip(spec.sources, failures)),
             failures[-1],
         )
 
@@ -542,20 +524,20 @@ class ModelManager:
     def ensure(
         self,
         spec_or_id: SpecOrId = DEFAULT_MODEL_ID,
-        cancel_token: CancelToken | None = None,
-        on_progress: ProgressCallback | None = None,
+        cancel_token: Optional[CancelToken] = None,
+        on_progress: Optional[ProgressCallback] = None,
     ) -> Path:
         """``download(spec_or_id, verify=True)``: present and valid → its path, no request."""
         return self.download(spec_or_id, cancel_token, on_progress, verify=True)
 
     def import_model(
         self,
-        path: str | os.PathLike[str],
+        path: Union[str, os.PathLike[str]],
         spec_or_id: SpecOrId,
         *,
         verify: bool = True,
-        cancel_token: CancelToken | None = None,
-        on_progress: ProgressCallback | None = None,
+        cancel_token: Optional[CancelToken] = None,
+        on_progress: Optional[ProgressCallback] = None,
     ) -> Path:
         """Copy a local model file into the models folder (verify, then rename).
 
@@ -570,11 +552,7 @@ class ModelManager:
             spec = spec_or_id
         else:
             known = self.get_spec(spec_or_id)
-            spec = (
-                known
-                if known is not None
-                else ModelSpec(id=spec_or_id, name=spec_or_id)
-            )
+            spec = known if known is not None else ModelSpec(id=spec_or_id, name=spec_or_id)
         src = Path(path)
         if not src.is_file():
             raise ModelValidationException("Source file not found", str(src))
@@ -605,9 +583,7 @@ class ModelManager:
                     reporter,
                     token,
                 )
-                return self._install(
-                    spec, digest, size, verify, src.resolve().as_uri(), reporter
-                )
+                return self._install(spec, digest, size, verify, src.resolve().as_uri(), reporter)
 
     # -- inventory --------------------------------------------------------------
     def delete_model(self, model_id: str) -> bool:
@@ -624,7 +600,7 @@ class ModelManager:
         return existed
 
     def list_downloaded(self) -> list[str]:
-        """Ids of the models whose file is in the folder (sidecar, registry or bare ``<id>.gguf``)."""
+        """Ids of the models whose file is in the folder (sidecar, registry, bare ``<id>.gguf``)."""
         d = self._models_dir
         if not d.is_dir():
             return []
@@ -648,11 +624,9 @@ class ModelManager:
 
     def total_size(self) -> int:
         """Bytes used by the downloaded models (``list_downloaded``)."""
-        return sum(
-            os.lstat(self.get_model_path(i)).st_size for i in self.list_downloaded()
-        )
+        return sum(os.lstat(self.get_model_path(i)).st_size for i in self.list_downloaded())
 
-    def resolve(self, id_or_path: str | os.PathLike[str]) -> Path:
+    def resolve(self, id_or_path: Union[str, os.PathLike[str]]) -> Path:
         """A model file path from a path or an id.
 
         An existing file path is returned as is (no copy); a known id is

@@ -19,9 +19,8 @@ Sources (``ModelSpec.sources``, tried in order):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigurationException
 
@@ -60,12 +59,12 @@ class DownloadProgress:
     """
 
     downloaded_bytes: int
-    total_bytes: int | None = None
+    total_bytes: Optional[int] = None
     speed_bytes_per_second: float = 0.0
-    eta_seconds: float | None = None
+    eta_seconds: Optional[float] = None
 
     @property
-    def progress(self) -> float | None:
+    def progress(self) -> Optional[float]:
         """Fraction done, 0.0–1.0; ``None`` when the total is unknown.
 
         A total of 0 bytes counts as done (1.0): never a division by zero.
@@ -77,7 +76,7 @@ class DownloadProgress:
         return min(1.0, max(0.0, self.downloaded_bytes / self.total_bytes))
 
     @property
-    def percent(self) -> float | None:
+    def percent(self) -> Optional[float]:
         """Percent done, 0–100; ``None`` when the total is unknown."""
         p = self.progress
         return None if p is None else p * 100.0
@@ -85,9 +84,7 @@ class DownloadProgress:
     @property
     def is_complete(self) -> bool:
         """True when every byte of a known total is there."""
-        return (
-            self.total_bytes is not None and self.downloaded_bytes >= self.total_bytes
-        )
+        return self.total_bytes is not None and self.downloaded_bytes >= self.total_bytes
 
     def __repr__(self) -> str:
         pct = self.percent
@@ -150,7 +147,7 @@ def validate_filename(filename: object) -> str:
     return filename
 
 
-def validate_sha256(digest: object) -> str | None:
+def validate_sha256(digest: object) -> Optional[str]:
     """Return ``digest`` in lower case (``None`` stays ``None``).
 
     Raises ``ConfigurationException`` unless it is exactly 64 hex digits.
@@ -166,9 +163,7 @@ def validate_sha256(digest: object) -> str | None:
 
 def _validate_source(source: object) -> str:
     if not isinstance(source, str) or "\x00" in source:
-        raise ConfigurationException(
-            "Invalid model source", f"{source!r}: expected a URL string"
-        )
+        raise ConfigurationException("Invalid model source", f"{source!r}: expected a URL string")
     scheme, sep, rest = source.partition("://")
     if not sep or scheme.lower() not in SUPPORTED_SCHEMES or not rest:
         raise ConfigurationException(
@@ -198,15 +193,15 @@ class ModelSpec:
     id: str
     name: str
     sources: tuple[str, ...] = ()
-    size_bytes: int | None = None
-    sha256: str | None = None
-    filename: str | None = None
+    size_bytes: Optional[int] = None
+    sha256: Optional[str] = None
+    filename: Optional[str] = None
     description: str = ""
-    family: str | None = None
-    quantization: str | None = None
-    parameters_b: float | None = None
-    context_length: int | None = None
-    license: str | None = None
+    family: Optional[str] = None
+    quantization: Optional[str] = None
+    parameters_b: Optional[float] = None
+    context_length: Optional[int] = None
+    license: Optional[str] = None
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -221,9 +216,7 @@ class ModelSpec:
         object.__setattr__(self, "sources", tuple(_validate_source(s) for s in sources))
         object.__setattr__(self, "sha256", validate_sha256(self.sha256))
         size = self.size_bytes
-        if size is not None and (
-            isinstance(size, bool) or not isinstance(size, int) or size < 0
-        ):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise ConfigurationException(
                 "Invalid model size",
                 f"size_bytes={size!r}: expected an int >= 0 or None",
@@ -244,7 +237,7 @@ class ModelSpec:
         return self.filename if self.filename is not None else f"{self.id}.gguf"
 
     @property
-    def url(self) -> str | None:
+    def url(self) -> Optional[str]:
         """The first http(s) source, or ``None``."""
         for s in self.sources:
             if s.lower().startswith(("http://", "https://")):
@@ -252,7 +245,7 @@ class ModelSpec:
         return None
 
     @property
-    def size_mb(self) -> float | None:
+    def size_mb(self) -> Optional[float]:
         """``size_bytes`` in MB (10^6 bytes), or ``None``."""
         return None if self.size_bytes is None else self.size_bytes / 1e6
 
@@ -272,9 +265,7 @@ class ModelSpec:
         go to ``extra``. Invalid values raise ``ConfigurationException``.
         """
         if not isinstance(data, Mapping):
-            raise ConfigurationException(
-                "Invalid model spec", f"expected a mapping, got {data!r}"
-            )
+            raise ConfigurationException("Invalid model spec", f"expected a mapping, got {data!r}")
         d = dict(data)
         sources: list[str] = []
         raw_sources = d.pop("sources", None)
