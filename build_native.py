@@ -1,0 +1,363 @@
+"""Build the native core and the cffi extension ``edgeveda_ffi._native``.
+
+One job, in three steps:
+
+1. **Fetch llama.cpp** (never committed): read ``native/llama.cpp.lock``, get
+   the pinned source package with ``pip download --no-deps --no-binary
+   <package> --require-hashes``, check its sha256 again, and unpack only what
+   the build needs into a cache outside the tree (``$EDGEVEDA_CACHE_DIR`` or
+   ``~/.cache/edgeveda-ffi``), reused while the hash matches.
+   ``EDGEVEDA_LLAMA_CPP_DIR=/path/to/llama.cpp`` skips the fetch (offline
+   builds, distributions).
+2. **CMake** builds ``native/`` (the core, llama.cpp, ggml) as static PIC
+   libraries in ``build/native-<backend>``.
+3. **cffi** (out-of-line API mode) compiles the extension; its ``cdef`` is
+   cut from ``native/include/edge_veda.h`` itself (one source of truth) and the
+   header's version is baked in, so a stale build fails at import.
+
+Environment:
+    EDGEVEDA_BACKEND       cpu (default) | vulkan | metal
+    EDGEVEDA_NATIVE_CPU    1 (default: -march=native) | 0 (portable build)
+    EDGEVEDA_LLAMA_CPP_DIR use this llama.cpp source instead of fetching
+    EDGEVEDA_CACHE_DIR     where fetched sources are kept
+    EDGEVEDA_SANITIZE      e.g. address,undefined (debug builds with sanitizers)
+    EDGEVEDA_BUILD_JOBS    parallel build jobs (default: CPU count)
+
+``setup.py`` calls :func:`configure_extension` from its ``build_ext``, so
+``pip install .`` runs all three. ``python build_native.py [--ctest]`` runs
+steps 1–2 (and the C tests) on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent
+NATIVE = ROOT / "native"
+HEADER = NATIVE / "include" / "edge_veda.h"
+LOCK_FILE = NATIVE / "llama.cpp.lock"
+
+# What the library build needs from llama.cpp (plus common/ and tools/, which
+# the benchmarks use to build llama-bench from the same source).
+_NEEDED = ("CMakeLists.txt", "cmake/", "ggml/", "src/", "include/", "vendor/", "LICENSE",
+           "licenses/", "common/", "tools/")
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message says what to install or set."""
+
+
+def log(msg: str) -> None:
+    print(f"[edgeveda build] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# 1. llama.cpp source
+# --------------------------------------------------------------------------
+
+def read_lock(path: Path = LOCK_FILE) -> Dict[str, str]:
+    """The ``key = value`` pairs of the lock file."""
+    lock: Dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            lock[key.strip()] = value.strip()
+    for key in ("package", "version", "sha256", "subdir"):
+        if key not in lock:
+            raise BuildError(f"{path} lacks '{key}'")
+    return lock
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EDGEVEDA_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgeveda-ffi"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pip_command() -> List[str]:
+    """A pip that works here (inside pip's isolated build env too)."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        exe = shutil.which(name)
+        if exe:
+            return [exe]
+    raise BuildError("pip is needed to fetch llama.cpp; install pip, or set "
+                     "EDGEVEDA_LLAMA_CPP_DIR to a llama.cpp source tree")
+
+
+def _download_sdist(lock: Dict[str, str], dest: Path) -> Path:
+    pkg, version, digest = lock["package"], lock["version"], lock["sha256"]
+    req = dest / "requirements.txt"
+    req.write_text(f"{pkg}=={version} --hash=sha256:{digest}\n")
+    cmd = _pip_command() + ["download", "--no-deps", "--no-binary", pkg, "--require-hashes",
+                            "--no-build-isolation", "-r", str(req), "-d", str(dest)]
+    log(f"fetching {pkg}=={version} (llama.cpp source) with pip download")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    archives = [p for p in dest.iterdir() if p.name.endswith((".tar.gz", ".zip"))]
+    if not archives:
+        # pip prepares the sdist's metadata after downloading; that can fail
+        # without network or build deps although the archive is already here.
+        raise BuildError(
+            f"pip download of {pkg}=={version} failed (exit {proc.returncode}).\n"
+            f"{proc.stderr[-2000:]}\n"
+            "Check the network access to the package index, or set EDGEVEDA_LLAMA_CPP_DIR "
+            "to an unpacked llama.cpp source tree.")
+    archive = archives[0]
+    actual = sha256_of(archive)
+    if actual != digest:
+        raise BuildError(f"{archive.name}: sha256 {actual} does not match the lock file's "
+                         f"{digest}; refusing to build from it")
+    return archive
+
+
+def _safe_extract(archive: Path, lock: Dict[str, str], target: Path) -> None:
+    prefix = f"{lock['package'].replace('-', '_')}-{lock['version']}/{lock['subdir']}/"
+    with tarfile.open(archive) as tar:
+        members = []
+        for m in tar.getmembers():
+            if not m.name.startswith(prefix):
+                continue
+            rel = m.name[len(prefix):]
+            if not rel or not any(rel == n.rstrip("/") or rel.startswith(n) for n in _NEEDED):
+                continue
+            if not (m.isfile() or m.isdir()):
+                continue  # no links or devices from an archive
+            if rel.startswith("/") or ".." in Path(rel).parts:
+                raise BuildError(f"unsafe path in {archive.name}: {m.name}")
+            m.name = rel
+            members.append(m)
+        if not members:
+            raise BuildError(f"{archive.name} has no {lock['subdir']}/")
+        tar.extractall(target, members=members)
+
+
+def llama_cpp_dir() -> Path:
+    """The llama.cpp source: ``$EDGEVEDA_LLAMA_CPP_DIR`` or the verified cache."""
+    override = os.environ.get("EDGEVEDA_LLAMA_CPP_DIR")
+    if override:
+        path = Path(override).resolve()
+        if not (path / "include" / "llama.h").is_file():
+            raise BuildError(f"EDGEVEDA_LLAMA_CPP_DIR={override} has no include/llama.h")
+        return path
+    lock = read_lock()
+    target = cache_dir() / f"llama.cpp-{lock['version']}-{lock['sha256'][:12]}"
+    stamp = target / ".edgeveda-sha256"
+    if stamp.is_file() and stamp.read_text().strip() == lock["sha256"] and \
+            (target / "include" / "llama.h").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgeveda-fetch-", dir=target.parent) as tmp:
+        tmpdir = Path(tmp)
+        archive = _download_sdist(lock, tmpdir)
+        staging = tmpdir / "src"
+        staging.mkdir()
+        _safe_extract(archive, lock, staging)
+        (staging / ".edgeveda-sha256").write_text(lock["sha256"] + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)  # complete or absent, never half-unpacked
+    log(f"llama.cpp source ready in {target}")
+    return target
+
+
+# --------------------------------------------------------------------------
+# 2. CMake
+# --------------------------------------------------------------------------
+
+def backend() -> str:
+    value = os.environ.get("EDGEVEDA_BACKEND", "cpu").strip().lower() or "cpu"
+    if value not in ("cpu", "vulkan", "metal"):
+        raise BuildError(f"EDGEVEDA_BACKEND={value!r}: use cpu, vulkan or metal")
+    return value
+
+
+def _require_tools() -> None:
+    if shutil.which("cmake") is None:
+        raise BuildError("cmake was not found: `pip install cmake` or `apt-get install cmake`")
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if not cxx:
+        raise BuildError("no C++17 compiler found: `apt-get install g++` (or set CXX)")
+
+
+def build_dir() -> Path:
+    name = f"native-{backend()}"
+    if os.environ.get("EDGEVEDA_SANITIZE"):
+        name += "-" + re.sub(r"[^a-z]+", "-", os.environ["EDGEVEDA_SANITIZE"].lower())
+    if os.environ.get("EDGEVEDA_NATIVE_CPU", "1") == "0":
+        name += "-portable"
+    return ROOT / "build" / name
+
+
+def _run(cmd: List[str], what: str) -> None:
+    log(" ".join(cmd))
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed (exit {proc.returncode}); see the output above. "
+                         "For a Vulkan build install glslc and libvulkan-dev; for any build "
+                         "cmake >= 3.16 and a C++17 compiler.")
+
+
+def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
+    """Configure and build native/; returns the static libraries in link order."""
+    _require_tools()
+    src = llama_cpp_dir()
+    out = out or build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    b = backend()
+    cfg = ["cmake", "-S", str(NATIVE), "-B", str(out),
+           f"-DLLAMA_CPP_DIR={src}", f"-DEDGEVEDA_BACKEND={b}",
+           "-DCMAKE_BUILD_TYPE=" + ("RelWithDebInfo" if os.environ.get("EDGEVEDA_SANITIZE") else "Release"),
+           "-DEDGEVEDA_NATIVE_CPU=" + ("OFF" if os.environ.get("EDGEVEDA_NATIVE_CPU", "1") == "0" else "ON"),
+           f"-DEDGEVEDA_SANITIZE={os.environ.get('EDGEVEDA_SANITIZE', '')}",
+           f"-DEDGEVEDA_BUILD_TESTS={'ON' if tests else 'OFF'}"]
+    _run(cfg, "CMake configure")
+    jobs = os.environ.get("EDGEVEDA_BUILD_JOBS") or str(os.cpu_count() or 2)
+    targets = ["edgeveda_core"] + (["test_api_guards", "test_model", "ev_bench_c"] if tests else [])
+    _run(["cmake", "--build", str(out), "--parallel", jobs, "--target", *targets], "CMake build")
+    manifest = out / "link_libs.txt"
+    libs = [Path(line.strip()) for line in manifest.read_text().splitlines() if line.strip()]
+    missing = [str(p) for p in libs if not p.is_file()]
+    if missing:
+        # ggml-vulkan etc. are built as dependencies of edgeveda_core; a missing
+        # one means the build did not finish.
+        raise BuildError(f"CMake did not produce: {', '.join(missing)}")
+    return libs
+
+
+def run_ctest(out: Optional[Path] = None) -> int:
+    out = out or build_dir()
+    return subprocess.run(["ctest", "--test-dir", str(out), "--output-on-failure"]).returncode
+
+
+# --------------------------------------------------------------------------
+# 3. cffi
+# --------------------------------------------------------------------------
+
+def header_version(text: Optional[str] = None) -> str:
+    text = text if text is not None else HEADER.read_text()
+    m = re.search(r'#define\s+EV_VERSION_STRING\s+"([^"]+)"', text)
+    if not m:
+        raise BuildError(f"{HEADER} has no EV_VERSION_STRING")
+    return m.group(1)
+
+
+def make_cdef(text: Optional[str] = None) -> str:
+    """The cffi declarations: the header's EV_CDEF region, preprocessor-free."""
+    text = text if text is not None else HEADER.read_text()
+    try:
+        body = text.split("/* EV_CDEF_BEGIN */", 1)[1].split("/* EV_CDEF_END */", 1)[0]
+    except IndexError:
+        raise BuildError(f"{HEADER} lacks the EV_CDEF_BEGIN/END markers") from None
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("#")]
+    body = "\n".join(lines)
+    body = re.sub(r"\bEV_API\s+", "", body)
+    # The Python side's callbacks (extern "Python", see edgeveda_ffi/_callbacks.py).
+    body += """
+extern "Python" void _ev_py_pressure(void*, size_t, size_t);
+extern "Python" bool _ev_py_load_progress(float, void*);
+extern "Python" void _ev_py_log(int, const char*, void*);
+const char* ev_py_header_version(void);
+"""
+    return body
+
+
+def make_ffibuilder(libs: Optional[List[Path]] = None):  # type: ignore[no-untyped-def]
+    """The cffi FFI builder for edgeveda_ffi._native."""
+    from cffi import FFI
+
+    ffibuilder = FFI()
+    ffibuilder.cdef(make_cdef())
+    version = header_version()
+    link_args = []
+    if sys.platform.startswith("linux"):
+        # Keep llama.cpp/ggml symbols private to the extension.
+        link_args += ["-Wl,--exclude-libs,ALL"]
+    libraries = ["stdc++", "m"]
+    if sys.platform.startswith("linux"):
+        libraries += ["gomp", "pthread", "dl"]
+        if backend() == "vulkan":
+            libraries += ["vulkan"]
+    elif sys.platform == "darwin":
+        link_args += ["-framework", "Foundation", "-framework", "Accelerate"]
+        if backend() == "metal":
+            link_args += ["-framework", "Metal", "-framework", "MetalKit"]
+        libraries = ["c++", "m"]
+    if os.environ.get("EDGEVEDA_SANITIZE"):
+        for s in os.environ["EDGEVEDA_SANITIZE"].split(","):
+            link_args.append(f"-fsanitize={s.strip()}")
+    ffibuilder.set_source(
+        "edgeveda_ffi._native",
+        f'#include "edge_veda.h"\n'
+        f'static const char* ev_py_header_version(void) {{ return "{version}"; }}\n',
+        include_dirs=[str(NATIVE / "include")],
+        extra_objects=[str(p) for p in (libs or [])],
+        libraries=libraries,
+        extra_link_args=link_args,
+    )
+    return ffibuilder
+
+
+def configure_extension(ext, build_temp: str) -> None:  # type: ignore[no-untyped-def]
+    """Fill a setuptools Extension for edgeveda_ffi._native (called by setup.py)."""
+    libs = cmake_build(tests=False)
+    ffibuilder = make_ffibuilder(libs)
+    c_file = Path(build_temp) / "edgeveda_ffi._native.c"
+    c_file.parent.mkdir(parents=True, exist_ok=True)
+    ffibuilder.emit_c_code(str(c_file))
+    kwds = ffibuilder._assigned_source[3]  # the set_source keyword arguments
+    ext.sources = [str(c_file)]
+    ext.include_dirs = list(kwds.get("include_dirs", []))
+    ext.extra_objects = list(kwds.get("extra_objects", []))
+    ext.libraries = list(kwds.get("libraries", []))
+    ext.extra_link_args = list(kwds.get("extra_link_args", []))
+
+
+def main(argv: List[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fetch-only", action="store_true", help="only fetch llama.cpp, print its path")
+    parser.add_argument("--ctest", action="store_true", help="build the C tests and run them")
+    parser.add_argument("--print-cdef", action="store_true", help="print the generated cdef")
+    args = parser.parse_args(argv)
+    try:
+        if args.print_cdef:
+            print(make_cdef())
+            return 0
+        if args.fetch_only:
+            print(llama_cpp_dir())
+            return 0
+        cmake_build(tests=True)
+        if args.ctest:
+            return run_ctest()
+        return 0
+    except BuildError as exc:
+        log(f"error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

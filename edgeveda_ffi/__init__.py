@@ -1,0 +1,103 @@
+"""edgeveda-ffi: the Python binding of the Edge Veda on-device LLM engine.
+
+    from edgeveda_ffi import EdgeVeda
+    with EdgeVeda("model.gguf") as llm:
+        print(llm.generate("The capital of France is", max_tokens=16, temperature=0).text)
+
+The engine names (EdgeVeda, TokenStream, ChatSession) need the compiled
+extension and are imported on first use, so the errors, types and the model
+manager work without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import HEADER_VERSION, __version__
+from .config import (
+    Backend,
+    Config,
+    EmbeddingResult,
+    FinishReason,
+    GenerateResult,
+    GenerationParams,
+    GenerationStats,
+    MemoryPressureEvent,
+    MemoryStats,
+    ModelInfo,
+    TokenInfo,
+)
+from .errors import (
+    CancelledException,
+    ChecksumException,
+    ConfigurationException,
+    DownloadCancelledException,
+    DownloadException,
+    EdgeVedaException,
+    EdgeVedaGenericException,
+    EngineClosedException,
+    GenerationException,
+    InitializationException,
+    MemoryException,
+    ModelLoadException,
+    ModelValidationException,
+    NativeErrorCode,
+)
+
+_LAZY = {
+    "EdgeVeda": "engine",
+    "TokenStream": "engine",
+    "StreamPiece": "engine",
+    "ChatSession": "chat",
+    "native_info": "info",
+    "ModelManager": "model_manager",
+    "CancelToken": "model_manager",
+    "DownloadProgress": "types",
+    "ModelSpec": "types",
+}
+
+__all__ = [
+    "__version__",
+    "HEADER_VERSION",
+    "Backend",
+    "Config",
+    "EmbeddingResult",
+    "FinishReason",
+    "GenerateResult",
+    "GenerationParams",
+    "GenerationStats",
+    "MemoryPressureEvent",
+    "MemoryStats",
+    "ModelInfo",
+    "TokenInfo",
+    "CancelledException",
+    "ChecksumException",
+    "ConfigurationException",
+    "DownloadCancelledException",
+    "DownloadException",
+    "EdgeVedaException",
+    "EdgeVedaGenericException",
+    "EngineClosedException",
+    "GenerationException",
+    "InitializationException",
+    "MemoryException",
+    "ModelLoadException",
+    "ModelValidationException",
+    "NativeErrorCode",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeveda_ffi' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,359 @@
+"""Engine-side value types: configuration, generation parameters, results,
+memory statistics and events. Pure Python; validated before any native call.
+
+Each class mirrors one C struct of ``edge_veda.h`` (field names in snake_case,
+same defaults), so a port can map them one to one.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .errors import ConfigurationException
+
+__all__ = [
+    "Backend",
+    "FinishReason",
+    "Config",
+    "GenerationParams",
+    "GenerateResult",
+    "GenerationStats",
+    "MemoryStats",
+    "MemoryPressureEvent",
+    "ModelInfo",
+    "TokenInfo",
+    "EmbeddingResult",
+]
+
+
+class Backend(enum.IntEnum):
+    """``ev_backend_t``."""
+
+    AUTO = 0
+    METAL = 1
+    VULKAN = 2
+    CPU = 3
+
+    @classmethod
+    def parse(cls, value: "Backend | int | str") -> "Backend":
+        """A Backend from an enum member, its int value or its name (any case)."""
+        if isinstance(value, Backend):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                raise ConfigurationException(
+                    "Invalid parameter",
+                    f"backend {value!r} is not one of auto, metal, vulkan, cpu",
+                ) from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                raise ConfigurationException(
+                    "Invalid parameter",
+                    f"backend {value} is not one of AUTO(0), METAL(1), VULKAN(2), CPU(3)",
+                ) from None
+        raise ConfigurationException("Invalid parameter", f"backend {value!r} has the wrong type")
+
+
+class FinishReason(str, enum.Enum):
+    """Why a generation ended (``ev_finish_reason``)."""
+
+    NONE = "none"
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @classmethod
+    def from_native(cls, value: int) -> "FinishReason":
+        return _FINISH_BY_CODE.get(int(value), cls.NONE)
+
+
+_FINISH_BY_CODE = {
+    0: FinishReason.NONE,
+    1: FinishReason.STOP,
+    2: FinishReason.LENGTH,
+    3: FinishReason.CANCELLED,
+    4: FinishReason.ERROR,
+}
+
+
+def _bad(name: str, value: Any, allowed: str) -> ConfigurationException:
+    return ConfigurationException("Invalid parameter", f"{name}={value!r}: {allowed}")
+
+
+def _check_int(name: str, value: Any, lo: Optional[int], hi: Optional[int], allowed: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, value, f"must be an integer ({allowed})")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise _bad(name, value, allowed)
+    return value
+
+
+def _check_float(
+    name: str, value: Any, lo: Optional[float], hi: Optional[float], allowed: str,
+    lo_open: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(name, value, f"must be a number ({allowed})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise _bad(name, value, f"must be finite ({allowed})")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise _bad(name, value, allowed)
+    if hi is not None and v > hi:
+        raise _bad(name, value, allowed)
+    return v
+
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """``ev_config``: how to load a model. Defaults are ``ev_config_default``'s.
+
+    ``context_size`` 0 uses the model's training context; ``num_threads`` 0
+    picks the hardware thread count (at most 8); ``seed`` -1 is random per
+    request, >= 0 makes every request reproducible.
+    """
+
+    model_path: str
+    backend: Backend = Backend.AUTO
+    num_threads: int = 0
+    context_size: int = 2048
+    batch_size: int = 512
+    memory_limit_bytes: int = 0
+    auto_unload_on_memory_pressure: bool = True
+    gpu_layers: int = -1
+    use_mmap: bool = True
+    use_mlock: bool = False
+    seed: int = -1
+    flash_attn: int = -1
+    kv_cache_type_k: int = 1
+    kv_cache_type_v: int = 1
+
+    def __post_init__(self) -> None:
+        path = self.model_path
+        if hasattr(path, "__fspath__"):
+            object.__setattr__(self, "model_path", str(path.__fspath__()))  # type: ignore[union-attr]
+        elif not isinstance(path, str):
+            raise _bad("model_path", path, "must be a path (str or os.PathLike)")
+        if not self.model_path:
+            raise _bad("model_path", path, "must not be empty")
+        object.__setattr__(self, "backend", Backend.parse(self.backend))
+        _check_int("num_threads", self.num_threads, 0, 1024, "0 (auto) to 1024")
+        _check_int("context_size", self.context_size, 0, _INT32_MAX, ">= 0 (0 = the model's own)")
+        _check_int("batch_size", self.batch_size, 1, _INT32_MAX, ">= 1")
+        _check_int("memory_limit_bytes", self.memory_limit_bytes, 0, 2**63 - 1, ">= 0 (0 = no limit)")
+        _check_int("gpu_layers", self.gpu_layers, -1, _INT32_MAX, ">= -1 (-1 = all)")
+        _check_int("seed", self.seed, -1, _INT32_MAX, "-1 (random) or 0 to 2147483647")
+        _check_int("flash_attn", self.flash_attn, -1, 1, "-1 (auto), 0 (off) or 1 (on)")
+        _check_int("kv_cache_type_k", self.kv_cache_type_k, 0, 40, "a ggml_type: 0 F32, 1 F16, 8 Q8_0")
+        _check_int("kv_cache_type_v", self.kv_cache_type_v, 0, 40, "a ggml_type: 0 F32, 1 F16, 8 Q8_0")
+        for name in ("auto_unload_on_memory_pressure", "use_mmap", "use_mlock"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "must be True or False")
+
+    @classmethod
+    def field_names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """``ev_generation_params`` (+ ``ev_generation_extras``), validated.
+
+    ``temperature`` 0 is greedy. ``seed`` None uses the engine's config seed;
+    -1 is random; >= 0 reproducible. ``stop`` sequences are matched across
+    token boundaries and never appear in the output. ``grammar`` is GBNF.
+    """
+
+    max_tokens: int = 512
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: Tuple[str, ...] = ()
+    grammar: Optional[str] = None
+    grammar_root: Optional[str] = None
+    confidence_threshold: float = 0.0
+    seed: Optional[int] = None
+    min_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int("max_tokens", self.max_tokens, 0, _INT32_MAX, ">= 0")
+        _check_float("temperature", self.temperature, 0.0, None, ">= 0 (0 = greedy)")
+        _check_float("top_p", self.top_p, 0.0, 1.0, "in [0, 1] (1 = off)")
+        _check_int("top_k", self.top_k, 0, _INT32_MAX, ">= 0 (0 = off)")
+        _check_float("repeat_penalty", self.repeat_penalty, 0.0, None, "> 0 (1 = off)", lo_open=True)
+        _check_float("frequency_penalty", self.frequency_penalty, None, None, "a finite number")
+        _check_float("presence_penalty", self.presence_penalty, None, None, "a finite number")
+        _check_float("confidence_threshold", self.confidence_threshold, 0.0, 1.0, "in [0, 1]")
+        _check_float("min_p", self.min_p, 0.0, 1.0, "in [0, 1] (0 = off)")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (list, tuple)):
+            raise _bad("stop", self.stop, "must be a string or a sequence of strings")
+        for i, s in enumerate(stop):
+            if not isinstance(s, str):
+                raise _bad(f"stop[{i}]", s, "must be a string")
+            if not s:
+                raise _bad(f"stop[{i}]", s, "must not be empty")
+            if "\x00" in s:
+                raise _bad(f"stop[{i}]", s, "must not contain NUL")
+        object.__setattr__(self, "stop", tuple(stop))
+        for name in ("grammar", "grammar_root"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or "\x00" in v):
+                raise _bad(name, v, "must be a string without NUL, or None")
+        if self.seed is not None:
+            _check_int("seed", self.seed, -1, 2**32 - 2, "None, -1 (random) or 0 to 4294967294")
+
+    @classmethod
+    def from_kwargs(cls, base: "Optional[GenerationParams]" = None, **kwargs: Any) -> "GenerationParams":
+        """``base`` (or the defaults) with ``kwargs`` applied; unknown names raise."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigurationException(
+                "Invalid parameter",
+                f"unknown generation parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            )
+        values: Dict[str, Any] = asdict(base) if base is not None else {}
+        values.update(kwargs)
+        if isinstance(values.get("stop"), list):
+            values["stop"] = tuple(values["stop"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """``ev_generation_stats``: counts and timings of one generation."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    prompt_ms: float
+    generation_ms: float
+    first_token_ms: float
+    finish_reason: FinishReason
+
+    @property
+    def tokens_per_second(self) -> Optional[float]:
+        """Generated tokens per second of generation time (None when unmeasurable)."""
+        if self.generation_ms <= 0 or self.completion_tokens <= 1:
+            return None
+        return (self.completion_tokens - 1) / (self.generation_ms / 1000.0)
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """The result of :meth:`EdgeVeda.generate`."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    stats: GenerationStats
+    latency_ms: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """``ev_memory_stats``: llama.cpp buffer sizes (not process RSS)."""
+
+    current_bytes: int
+    peak_bytes: int
+    limit_bytes: int
+    model_bytes: int
+    context_bytes: int
+
+    @property
+    def usage_percent(self) -> float:
+        """current / limit in 0..1 (0 when there is no limit)."""
+        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
+
+    @property
+    def is_high_pressure(self) -> bool:
+        return self.usage_percent > 0.8
+
+    @property
+    def is_critical(self) -> bool:
+        return self.usage_percent > 0.9
+
+    def to_dict(self) -> Dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MemoryPressureEvent:
+    """Delivered to :meth:`EdgeVeda.on_memory_pressure` callbacks.
+
+    ``usage_percent`` is current / limit in 0..1 (0 when there is no limit),
+    as Edge Veda's Dart type has it.
+    """
+
+    current_bytes: int
+    limit_bytes: int
+
+    @property
+    def usage_percent(self) -> float:
+        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
+
+    @property
+    def is_warning(self) -> bool:
+        """Usage above 75 % of the limit."""
+        return self.usage_percent > 0.75
+
+    @property
+    def is_critical(self) -> bool:
+        """Usage above 90 % of the limit."""
+        return self.usage_percent > 0.9
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """``ev_model_info``. ``context_length`` is the context size in use."""
+
+    name: str
+    architecture: str
+    num_parameters: int
+    context_length: int
+    embedding_dim: int
+    num_layers: int
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """``ev_stream_token_info`` for the latest streamed piece."""
+
+    confidence: float
+    avg_confidence: float
+    needs_cloud_handoff: bool
+    token_index: int
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """An L2-normalized embedding."""
+
+    embedding: Sequence[float] = field(repr=False)
+    dimensions: int = 0
+    token_count: int = 0

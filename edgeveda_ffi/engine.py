@@ -1,0 +1,704 @@
+"""``EdgeVeda``: one loaded model, and the streams it produces.
+
+Every method maps to one or two calls of ``edge_veda.h``; see docs/porting.md
+for the table. cffi releases the GIL during each native call, so other Python
+threads keep running while a model loads or generates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from ._callbacks import CallbackBox
+from ._ffi import c_str, check_native, ffi, last_error, lib
+from .config import (
+    Backend,
+    Config,
+    EmbeddingResult,
+    FinishReason,
+    GenerateResult,
+    GenerationParams,
+    GenerationStats,
+    MemoryPressureEvent,
+    MemoryStats,
+    ModelInfo,
+    TokenInfo,
+)
+from .errors import (
+    ConfigurationException,
+    EngineClosedException,
+    GenerationException,
+    NativeErrorCode,
+)
+
+__all__ = ["EdgeVeda", "TokenStream", "StreamPiece", "ChatMessage"]
+
+_log = logging.getLogger("edgeveda_ffi")
+_log.addHandler(logging.NullHandler())
+
+# llama.cpp's logs go to the `edgeveda_ffi.llama` logger (quiet unless the
+# application configures logging).
+lib.ev_set_log_callback(lib._ev_py_log, ffi.NULL)
+
+T = TypeVar("T")
+ChatMessage = Mapping[str, str]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _encode(text: str, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ConfigurationException("Invalid parameter", f"{what} must be a str, not {type(text).__name__}")
+    if "\x00" in text:
+        raise ConfigurationException("Invalid parameter", f"{what} must not contain NUL characters")
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+class _NativeParams:
+    """An ``ev_generation_params`` and everything its pointers point at."""
+
+    __slots__ = ("ptr", "_keep")
+
+    def __init__(self, p: GenerationParams) -> None:
+        keep: List[Any] = []
+        ptr = ffi.new("ev_generation_params*")
+        lib.ev_generation_params_default(ptr)
+        ptr.max_tokens = p.max_tokens
+        ptr.temperature = p.temperature
+        ptr.top_p = p.top_p
+        ptr.top_k = p.top_k
+        ptr.repeat_penalty = p.repeat_penalty
+        ptr.frequency_penalty = p.frequency_penalty
+        ptr.presence_penalty = p.presence_penalty
+        ptr.confidence_threshold = p.confidence_threshold
+        if p.stop:
+            strs = [ffi.new("char[]", _encode(s, "stop sequence")) for s in p.stop]
+            arr = ffi.new("const char*[]", strs)
+            keep += [strs, arr]
+            ptr.stop_sequences = arr
+            ptr.num_stop_sequences = len(strs)
+        if p.grammar:
+            g = ffi.new("char[]", _encode(p.grammar, "grammar"))
+            keep.append(g)
+            ptr.grammar_str = g
+        if p.grammar_root:
+            r = ffi.new("char[]", _encode(p.grammar_root, "grammar_root"))
+            keep.append(r)
+            ptr.grammar_root = r
+        if p.seed is not None or p.min_p:
+            x = ffi.new("ev_generation_extras*")
+            lib.ev_generation_extras_default(x)
+            if p.seed is not None:
+                x.seed = p.seed
+            x.min_p = p.min_p
+            keep.append(x)
+            ptr.reserved = x
+        self.ptr = ptr
+        self._keep = keep
+
+
+def _stats_from(s: Any) -> GenerationStats:
+    return GenerationStats(
+        prompt_tokens=int(s.prompt_tokens),
+        cached_tokens=int(s.cached_tokens),
+        completion_tokens=int(s.generated_tokens),
+        prompt_ms=float(s.prompt_ms),
+        generation_ms=float(s.generation_ms),
+        first_token_ms=float(s.first_token_ms),
+        finish_reason=FinishReason.from_native(s.finish_reason),
+    )
+
+
+def _free_context(ctx: Any, boxes: List[Any]) -> None:
+    # Runs exactly once: from close() or when the engine is garbage-collected.
+    lib.ev_free(ctx)
+    boxes.clear()  # handles may go only after the context can no longer call them
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """A streamed piece with its token information (``stream(..., token_info=True)``)."""
+
+    text: str
+    info: TokenInfo
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class EdgeVeda:
+    """One loaded model: generate, stream, chat, embed, cancel, inspect memory.
+
+    Use it as a context manager, or call :meth:`close`; a forgotten engine is
+    freed by a finalizer, exactly once. All methods may be called from any
+    thread; generations on one engine run one at a time (the native core
+    serializes them), while :meth:`cancel` and :meth:`memory_stats` return at
+    once.
+
+    Args:
+        model_path: a GGUF file.
+        config: a :class:`Config` (then ``model_path`` may be omitted).
+        on_load_progress: called with 0..1 while loading; return False to abort.
+        defaults: default generation parameters for this engine.
+        **config_kwargs: :class:`Config` fields (``context_size=4096`` ...).
+
+    Raises:
+        ModelLoadException: missing, unreadable, corrupt or truncated model.
+        ConfigurationException: a bad config value (names the field).
+        MemoryException: ``memory_limit_bytes`` cannot hold model + context.
+        InitializationException: backend unavailable or context creation failed.
+    """
+
+    def __init__(
+        self,
+        model_path: Optional[PathLike] = None,
+        *,
+        config: Optional[Config] = None,
+        on_load_progress: Optional[Callable[[float], Optional[bool]]] = None,
+        defaults: Optional[GenerationParams] = None,
+        **config_kwargs: Any,
+    ) -> None:
+        self._ctx: Any = None
+        self._closed = True
+        if config is None:
+            if model_path is None:
+                raise ConfigurationException("Invalid parameter", "model_path (or config) is required")
+            unknown = sorted(set(config_kwargs) - set(Config.field_names()))
+            if unknown:
+                raise ConfigurationException(
+                    "Invalid parameter",
+                    f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(Config.field_names())}",
+                )
+            config = Config(model_path=os.fspath(model_path), **config_kwargs)
+        elif config_kwargs or model_path is not None:
+            raise ConfigurationException("Invalid parameter", "pass either config or model_path/**config_kwargs")
+        self.config = config
+        self.defaults = defaults or GenerationParams()
+        self._boxes: List[Any] = []  # CallbackBoxes and handles alive while registered
+        self._pressure_callbacks: List[Callable[[MemoryPressureEvent], Any]] = []
+        self._pressure_box: Optional[CallbackBox] = None
+        self._model_info: Optional[ModelInfo] = None
+        self._stream_ref: Optional["weakref.ref[TokenStream]"] = None
+
+        c = ffi.new("ev_config*")
+        lib.ev_config_default(c)
+        path = ffi.new("char[]", os.fsencode(config.model_path))
+        c.model_path = path
+        c.backend = int(config.backend)
+        c.num_threads = config.num_threads
+        c.context_size = config.context_size
+        c.batch_size = config.batch_size
+        c.memory_limit_bytes = config.memory_limit_bytes
+        c.auto_unload_on_memory_pressure = config.auto_unload_on_memory_pressure
+        c.gpu_layers = config.gpu_layers
+        c.use_mmap = config.use_mmap
+        c.use_mlock = config.use_mlock
+        c.seed = config.seed
+        c.flash_attn = config.flash_attn
+        c.kv_cache_type_k = config.kv_cache_type_k
+        c.kv_cache_type_v = config.kv_cache_type_v
+
+        err = ffi.new("ev_error_t*")
+        if on_load_progress is not None:
+            box = CallbackBox(on_load_progress)
+            handle = ffi.new_handle(box)
+            ctx = lib.ev_init_with_progress(c, lib._ev_py_load_progress, handle, err)
+            if box.pending is not None:
+                if ctx != ffi.NULL:
+                    lib.ev_free(ctx)
+                raise box.pending
+        else:
+            ctx = lib.ev_init(c, err)
+        if ctx == ffi.NULL:
+            check_native(err[0])
+            raise GenerationException("ev_init returned NULL without an error code")  # pragma: no cover
+        self._ctx = ctx
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _free_context, ctx, self._boxes)
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> "EdgeVeda":
+        """An engine for ``config`` (kwargs: on_load_progress, defaults)."""
+        return cls(config=config, **kwargs)
+
+    # ------------------------------------------------------------------ life
+
+    def close(self) -> None:
+        """Free the model and context. Idempotent; later calls raise EngineClosedException."""
+        if self._closed:
+            return
+        self._closed = True
+        stream = self._stream_ref() if self._stream_ref else None
+        if stream is not None:
+            stream.close()
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "EdgeVeda":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<EdgeVeda {os.path.basename(self.config.model_path)!r} {state}>"
+
+    def _handle(self) -> Any:
+        if self._closed:
+            raise EngineClosedException("Engine is closed", "this EdgeVeda was closed; create a new one")
+        return self._ctx
+
+    def _check(self, code: int, details: Optional[str] = None) -> None:
+        self._raise_pending()
+        check_native(code, details)
+
+    def _raise_pending(self) -> None:
+        box = self._pressure_box
+        if box is not None and box.pending is not None:
+            exc = box.take_pending()
+            assert exc is not None
+            raise exc
+
+    # ------------------------------------------------------------ generation
+
+    def _params(self, params: Optional[GenerationParams], kwargs: Dict[str, Any]) -> GenerationParams:
+        if params is not None and kwargs:
+            return GenerationParams.from_kwargs(params, **kwargs)
+        if params is not None:
+            return params
+        return GenerationParams.from_kwargs(self.defaults, **kwargs) if kwargs else self.defaults
+
+    def generate(self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any) -> GenerateResult:
+        """Generate a completion of ``prompt`` (raw text; see :meth:`chat` for templates).
+
+        Keyword arguments are :class:`GenerationParams` fields (``max_tokens``,
+        ``temperature`` (0 = greedy), ``top_p``, ``top_k``, ``stop``, ``seed``,
+        ``grammar`` ...). A cancel (:meth:`cancel`) returns the text so far with
+        ``finish_reason == FinishReason.CANCELLED``. Ctrl-C in the main thread
+        cancels the generation and raises KeyboardInterrupt; the engine stays usable.
+        """
+        p = self._params(params, kwargs)
+        data = _encode(prompt, "prompt")
+        native = _NativeParams(p)
+        ctx = self._handle()
+
+        def call() -> Tuple[int, str, Optional[str], Optional[GenerationStats]]:
+            out = ffi.new("char**")
+            code = lib.ev_generate(ctx, data, native.ptr, out)
+            if code != 0:
+                return code, "", last_error(), None
+            try:
+                text = bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
+            finally:
+                lib.ev_free_string(out[0])
+            st = ffi.new("ev_generation_stats*")
+            lib.ev_get_last_generation_stats(ctx, st)
+            return 0, text, None, _stats_from(st)
+
+        code, text, err, stats = self._interruptible(call)
+        self._check(code, err)
+        assert stats is not None
+        return GenerateResult(
+            text=text,
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            finish_reason=stats.finish_reason,
+            stats=stats,
+            latency_ms=stats.prompt_ms + stats.generation_ms,
+        )
+
+    def _interruptible(self, fn: Callable[[], T]) -> T:
+        """Run a blocking native call so that Ctrl-C cancels it.
+
+        Signals reach only the main thread, and only between bytecodes; so
+        there the call runs in a worker thread while the main thread waits
+        (interruptibly), and on KeyboardInterrupt cancels, waits for the
+        native call to wind down, and re-raises.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return fn()
+        result: List[Any] = []
+        error: List[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(fn())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                error.append(exc)
+
+        worker = threading.Thread(target=run, name="edgeveda-generate", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.25)
+        except KeyboardInterrupt:
+            lib.ev_generate_cancel(self._ctx)
+            worker.join()
+            raise
+        if error:
+            raise error[0]
+        return result[0]  # type: ignore[no-any-return]
+
+    def stream(
+        self,
+        prompt: str,
+        params: Optional[GenerationParams] = None,
+        *,
+        token_info: bool = False,
+        **kwargs: Any,
+    ) -> "TokenStream":
+        """Stream the completion of ``prompt`` as pieces of whole UTF-8 characters.
+
+        Returns an iterator of ``str`` (or :class:`StreamPiece` with
+        ``token_info=True``). Leaving the loop early, :meth:`TokenStream.close`
+        or garbage collection cancels and frees the native stream. One stream
+        per engine at a time; a second raises InitializationException.
+        """
+        p = self._params(params, kwargs)
+        data = _encode(prompt, "prompt")
+        native = _NativeParams(p)
+        ctx = self._handle()
+        err = ffi.new("ev_error_t*")
+        handle = lib.ev_generate_stream(ctx, data, native.ptr, err)
+        if handle == ffi.NULL:
+            self._check(err[0])
+            raise GenerationException("ev_generate_stream returned NULL")  # pragma: no cover
+        stream = TokenStream(self, handle, token_info)
+        self._stream_ref = weakref.ref(stream)
+        return stream
+
+    async def astream(
+        self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any
+    ) -> AsyncIterator[str]:
+        """:meth:`stream` for asyncio: each piece is computed in a worker thread,
+        so the event loop keeps running. Cancelling the task cancels the stream."""
+        loop = asyncio.get_running_loop()
+        stream = await loop.run_in_executor(None, lambda: self.stream(prompt, params, **kwargs))
+        try:
+            while True:
+                piece = await loop.run_in_executor(None, stream._next_text)
+                if piece is None:
+                    return
+                yield piece
+        finally:
+            stream.cancel()
+            # The free waits for a piece in progress; keep it off the loop.
+            await asyncio.shield(loop.run_in_executor(None, stream.close))
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        params: Optional[GenerationParams] = None,
+        **kwargs: Any,
+    ) -> GenerateResult:
+        """Answer a conversation (``[{"role": ..., "content": ...}, ...]``) with
+        the model's own chat template."""
+        return self.generate(self.apply_chat_template(messages), params, **kwargs)
+
+    def chat_session(self, system_prompt: Optional[str] = None, **defaults: Any) -> "ChatSession":
+        """A :class:`ChatSession` that keeps the history on this engine."""
+        from .chat import ChatSession
+
+        return ChatSession(self, system_prompt=system_prompt, **defaults)
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage], add_assistant: bool = True) -> str:
+        """The prompt text for ``messages`` in the model's template."""
+        ctx = self._handle()
+        keep: List[Any] = []
+        arr = ffi.new("ev_chat_message[]", max(len(messages), 1))
+        for i, m in enumerate(messages):
+            try:
+                role, content = m["role"], m["content"]
+            except (KeyError, TypeError):
+                raise ConfigurationException(
+                    "Invalid parameter", f"messages[{i}] must be a mapping with 'role' and 'content'"
+                ) from None
+            r = ffi.new("char[]", _encode(role, f"messages[{i}].role"))
+            c = ffi.new("char[]", _encode(content, f"messages[{i}].content"))
+            keep += [r, c]
+            arr[i].role = r
+            arr[i].content = c
+        out = ffi.new("char**")
+        self._check(lib.ev_chat_apply_template(ctx, arr, len(messages), add_assistant, out))
+        try:
+            return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
+        finally:
+            lib.ev_free_string(out[0])
+
+    def cancel(self) -> None:
+        """Cancel the generation or stream running on this engine, from any thread.
+
+        Prompt processing is interrupted too. No effect when nothing runs.
+        """
+        if self._closed:
+            return
+        lib.ev_generate_cancel(self._ctx)
+
+    def reset(self) -> None:
+        """Forget the conversation state (KV cache and prompt cache)."""
+        self._check(lib.ev_reset(self._handle()))
+
+    def set_prompt_cache(self, enabled: bool) -> None:
+        """Reuse the KV cache for prompts that extend the previous one (default on)."""
+        self._check(lib.ev_set_prompt_cache(self._handle(), bool(enabled)))
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        """Stats of this thread's last finished generation on this engine."""
+        st = ffi.new("ev_generation_stats*")
+        self._check(lib.ev_get_last_generation_stats(self._handle(), st))
+        return _stats_from(st)
+
+    # ---------------------------------------------------------- tokenizer
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
+        """Token ids of ``text`` (BOS added only when the model asks for it)."""
+        data = _encode(text, "text")
+        toks = ffi.new("int32_t**")
+        n = ffi.new("int*")
+        self._check(lib.ev_tokenize(self._handle(), data, add_special, parse_special, toks, n))
+        try:
+            return list(ffi.unpack(toks[0], n[0])) if n[0] else []
+        finally:
+            lib.ev_free_tokens(toks[0])
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
+        """Text of ``tokens``; ids outside the vocabulary raise ConfigurationException."""
+        try:
+            arr = ffi.new("int32_t[]", list(tokens))
+        except (OverflowError, TypeError) as exc:
+            raise ConfigurationException("Invalid parameter", f"tokens must be int32 ids: {exc}") from None
+        out = ffi.new("char**")
+        self._check(lib.ev_detokenize(self._handle(), arr, len(arr), special, out))
+        try:
+            return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
+        finally:
+            lib.ev_free_string(out[0])
+
+    # --------------------------------------------------------- embeddings
+
+    def embed(self, text: str) -> EmbeddingResult:
+        """A mean-pooled, L2-normalized embedding of ``text`` (up to 512 tokens)."""
+        data = _encode(text, "text")
+        res = ffi.new("ev_embed_result*")
+        self._check(lib.ev_embed(self._handle(), data, res))
+        try:
+            values = list(ffi.unpack(res.embeddings, res.dimensions))
+            return EmbeddingResult(values, int(res.dimensions), int(res.token_count))
+        finally:
+            lib.ev_free_embeddings(res)
+
+    # -------------------------------------------------------- model, memory
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """Name, architecture, parameters, context length, embedding size, layers."""
+        if self._model_info is None:
+            info = ffi.new("ev_model_info*")
+            self._check(lib.ev_get_model_info(self._handle(), info))
+            self._model_info = ModelInfo(
+                name=c_str(info.name),
+                architecture=c_str(info.architecture),
+                num_parameters=int(info.num_parameters),
+                context_length=int(info.context_length),
+                embedding_dim=int(info.embedding_dim),
+                num_layers=int(info.num_layers),
+            )
+        return self._model_info
+
+    @property
+    def is_valid(self) -> bool:
+        """False once closed, or after the model was unloaded under memory pressure."""
+        return not self._closed and bool(lib.ev_is_valid(self._ctx))
+
+    def memory_stats(self) -> MemoryStats:
+        """llama.cpp's buffer sizes for this engine (returns at once, from any thread)."""
+        st = ffi.new("ev_memory_stats*")
+        self._check(lib.ev_get_memory_usage(self._handle(), st))
+        return MemoryStats(
+            current_bytes=int(st.current_bytes),
+            peak_bytes=int(st.peak_bytes),
+            limit_bytes=int(st.limit_bytes),
+            model_bytes=int(st.model_bytes),
+            context_bytes=int(st.context_bytes),
+        )
+
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        """Set the memory limit (0 = none). At >= 90 % use the pressure callbacks
+        run (in this thread, before this returns); above the limit with
+        ``auto_unload_on_memory_pressure`` the model is unloaded."""
+        if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or not 0 <= limit_bytes < 2**63:
+            raise ConfigurationException("Invalid parameter", f"limit_bytes={limit_bytes!r}: an int >= 0")
+        self._check(lib.ev_set_memory_limit(self._handle(), limit_bytes))
+        self._raise_pending()
+
+    def on_memory_pressure(
+        self, callback: Callable[[MemoryPressureEvent], Any]
+    ) -> Callable[[], None]:
+        """Call ``callback(MemoryPressureEvent)`` when use reaches 90 % of the limit.
+
+        It runs in the thread that does the work, at a safe point, and may call
+        this engine. An exception it raises is re-raised from the engine call
+        that triggered it. Returns a function that unregisters the callback.
+        """
+        if not callable(callback):
+            raise ConfigurationException("Invalid parameter", "callback must be callable")
+        ctx = self._handle()
+        self._pressure_callbacks.append(callback)
+        if self._pressure_box is None:
+            box = CallbackBox(self._dispatch_pressure)
+            handle = ffi.new_handle(box)
+            self._check(lib.ev_set_memory_pressure_callback(ctx, lib._ev_py_pressure, handle))
+            self._pressure_box = box
+            self._boxes += [box, handle]
+
+        def remove() -> None:
+            self.remove_memory_pressure_callback(callback)
+
+        return remove
+
+    def remove_memory_pressure_callback(self, callback: Callable[[MemoryPressureEvent], Any]) -> None:
+        """Unregister ``callback`` (no-op if it is not registered); may be called from inside it."""
+        try:
+            self._pressure_callbacks.remove(callback)
+        except ValueError:
+            return
+        # The native registration stays while the engine lives: unregistering
+        # it from inside a callback would free the handle under our feet.
+
+    def _dispatch_pressure(self, current: int, limit: int) -> None:
+        event = MemoryPressureEvent(current, limit)
+        for cb in list(self._pressure_callbacks):
+            cb(event)
+
+
+class TokenStream(Iterator[Any]):
+    """An iterator over the pieces of one streamed generation.
+
+    ``close()`` (or leaving a ``with`` block, or garbage collection) cancels and
+    frees the native stream, after which the engine can start another.
+    """
+
+    def __init__(self, engine: EdgeVeda, handle: Any, token_info: bool) -> None:
+        self._engine = engine
+        self._handle: Any = handle
+        self._token_info = token_info
+        self._done = False
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, lib.ev_stream_free, handle)
+
+    def __iter__(self) -> "TokenStream":
+        return self
+
+    def _next_text(self) -> Optional[str]:
+        """The next piece, or None at the end."""
+        with self._lock:
+            if self._done or self._handle is None:
+                return None
+            err = ffi.new("ev_error_t*")
+            ptr = lib.ev_stream_next(self._handle, err)
+            if ptr == ffi.NULL:
+                code = err[0]
+                self._done = True
+                self._engine._raise_pending()
+                if code in (0, NativeErrorCode.STREAM_ENDED):
+                    return None
+                check_native(code)
+                return None  # pragma: no cover
+            try:
+                return bytes(ffi.string(ptr)).decode("utf-8")
+            finally:
+                lib.ev_free_string(ptr)
+
+    def __next__(self) -> Any:
+        text = self._next_text()
+        if text is None:
+            raise StopIteration
+        if self._token_info:
+            return StreamPiece(text, self.token_info())
+        return text
+
+    def token_info(self) -> TokenInfo:
+        """Confidence information for the latest token."""
+        info = ffi.new("ev_stream_token_info*")
+        check_native(lib.ev_stream_get_token_info(self._live(), info))
+        return TokenInfo(
+            confidence=float(info.confidence),
+            avg_confidence=float(info.avg_confidence),
+            needs_cloud_handoff=bool(info.needs_cloud_handoff),
+            token_index=int(info.token_index),
+        )
+
+    @property
+    def stats(self) -> GenerationStats:
+        """Counts and timings so far (finish_reason once ended)."""
+        st = ffi.new("ev_generation_stats*")
+        check_native(lib.ev_stream_get_stats(self._live(), st))
+        return _stats_from(st)
+
+    def _live(self) -> Any:
+        if self._handle is None:
+            raise GenerationException("Stream ended unexpectedly", "the stream was closed")
+        return self._handle
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return it joined."""
+        return "".join(t for t in iter(self._next_text, None))
+
+    def cancel(self) -> None:
+        """Stop the stream from any thread; the iteration then ends."""
+        h = self._handle
+        if h is not None:
+            lib.ev_stream_cancel(h)
+
+    def close(self) -> None:
+        """Cancel and free the native stream. Idempotent."""
+        h = self._handle
+        if h is None:
+            return
+        lib.ev_stream_cancel(h)
+        with self._lock:
+            self._handle = None
+            self._done = True
+            self._finalizer()
+        self._engine._raise_pending()
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def __enter__(self) -> "TokenStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else ("finished" if self._done else "running")
+        return f"<TokenStream {state}>"
+
+
+# Backend is re-exported for EdgeVeda(backend=Backend.CPU) convenience.
+__all__ += ["Backend"]

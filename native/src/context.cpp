@@ -1,0 +1,474 @@
+// Context lifetime (ev_init/ev_free), model info, memory accounting, the
+// memory limit and pressure callback, reset.
+#include "ev_internal.h"
+
+#include "llama-ext.h"  // llama_get_memory_breakdown: exact buffer sizes
+
+#include <cmath>
+#include <cstring>
+#include <new>
+
+namespace ev {
+
+namespace {
+
+struct Breakdown {
+    size_t model = 0, context = 0, compute = 0;
+};
+
+Breakdown breakdown_of(const llama_context* lctx) {
+    Breakdown b;
+    if (lctx == nullptr) return b;
+    for (const auto& kv : llama_get_memory_breakdown(lctx)) {
+        b.model += kv.second.model;
+        b.context += kv.second.context;
+        b.compute += kv.second.compute;
+    }
+    return b;
+}
+
+std::string meta_string(const llama_model* model, const char* key) {
+    char buf[512];
+    int32_t n = llama_model_meta_val_str(model, key, buf, sizeof buf);
+    if (n < 0) return "";
+    return std::string(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
+}
+
+std::string fmt_mib(size_t bytes) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
+    return buf;
+}
+
+struct ProgressBridge {
+    ev_load_progress_callback cb;
+    void* ud;
+    bool aborted = false;
+};
+
+bool progress_bridge(float p, void* ud) {
+    auto* b = static_cast<ProgressBridge*>(ud);
+    bool go = b->cb(p, b->ud);
+    if (!go) b->aborted = true;
+    return go;
+}
+
+bool abort_cb(void* data) {
+    return static_cast<Engine*>(data)->cancel_requested.load(std::memory_order_relaxed);
+}
+
+ev_error_t validate_config(const ev_config* c) {
+    if (c == nullptr) return fail(EV_ERROR_INVALID_PARAM, "config is NULL");
+    if (c->model_path == nullptr) return fail(EV_ERROR_INVALID_PARAM, "config.model_path is NULL");
+    if (c->model_path[0] == '\0') return fail(EV_ERROR_INVALID_PARAM, "config.model_path is empty");
+    if (c->backend < EV_BACKEND_AUTO || c->backend > EV_BACKEND_CPU) {
+        return fail(EV_ERROR_INVALID_PARAM,
+                    "config.backend " + std::to_string((int)c->backend) + " is not one of AUTO(0), METAL(1), VULKAN(2), CPU(3)");
+    }
+    if (c->num_threads < 0) return fail(EV_ERROR_INVALID_PARAM, "config.num_threads must be >= 0 (0 = auto)");
+    if (c->context_size < 0) return fail(EV_ERROR_INVALID_PARAM, "config.context_size must be >= 0 (0 = the model's)");
+    if (c->batch_size <= 0) return fail(EV_ERROR_INVALID_PARAM, "config.batch_size must be > 0");
+    if (c->gpu_layers < -1) return fail(EV_ERROR_INVALID_PARAM, "config.gpu_layers must be >= -1 (-1 = all)");
+    if (c->flash_attn < -1 || c->flash_attn > 1) return fail(EV_ERROR_INVALID_PARAM, "config.flash_attn must be -1, 0 or 1");
+    for (int t : {c->kv_cache_type_k, c->kv_cache_type_v}) {
+        if (t < 0 || t >= GGML_TYPE_COUNT || ggml_blck_size((ggml_type)t) == 0) {
+            return fail(EV_ERROR_INVALID_PARAM, "config.kv_cache_type_k/v " + std::to_string(t) + " is not a ggml_type");
+        }
+    }
+    if (c->reserved != nullptr) return fail(EV_ERROR_INVALID_PARAM, "config.reserved must be NULL");
+    return EV_SUCCESS;
+}
+
+}  // namespace
+
+void Engine::refresh_memory_locked() {
+    Breakdown b = breakdown_of(lctx);
+    Breakdown eb = breakdown_of(embed_ctx);
+    size_t m = b.model;
+    size_t c = b.context + b.compute + eb.context + eb.compute;
+    model_bytes.store(m);
+    context_bytes.store(c);
+    current.store(m + c);
+    size_t p = peak.load();
+    while (m + c > p && !peak.compare_exchange_weak(p, m + c)) {
+    }
+}
+
+void Engine::release_locked() {
+    if (embed_ctx) llama_free(embed_ctx);
+    if (lctx) llama_free(lctx);
+    if (model) llama_model_free(model);
+    embed_ctx = nullptr;
+    lctx = nullptr;
+    model = nullptr;
+    vocab = nullptr;
+    cached_tokens.clear();
+    model_bytes.store(0);
+    context_bytes.store(0);
+    current.store(0);
+}
+
+void Engine::check_pressure() {
+    pressure_check_pending.store(false);
+    size_t lim = limit.load();
+    size_t cur = current.load();
+    if (lim == 0 || unloaded.load() || freed.load()) return;
+    if (static_cast<double>(cur) >= 0.9 * static_cast<double>(lim)) {
+        ev_memory_pressure_callback cb;
+        void* ud;
+        {
+            std::lock_guard<std::mutex> lock(callback_mutex);
+            cb = pressure_cb;
+            ud = pressure_ud;
+        }
+        if (cb) cb(ud, cur, lim);  // no lock of ours held
+    }
+    if (config.auto_unload_on_memory_pressure && limit.load() != 0 && current.load() > limit.load() &&
+        active_stream.load() == nullptr) {
+        std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
+        if (!lock.owns_lock()) {
+            pressure_check_pending.store(true);  // the worker will retry at its safe point
+            return;
+        }
+        if (freed.load() || unloaded.load()) return;
+        release_locked();
+        unloaded.store(true);
+        set_error("the model was unloaded: memory use exceeded the limit of " + fmt_mib(limit.load()));
+    }
+}
+
+}  // namespace ev
+
+using ev::Engine;
+using ev::fail;
+
+extern "C" {
+
+EV_API void ev_config_default(ev_config* config) {
+    if (config == nullptr) return;
+    memset(config, 0, sizeof *config);
+    config->model_path = nullptr;
+    config->backend = EV_BACKEND_AUTO;
+    config->num_threads = 0;
+    config->context_size = 2048;
+    config->batch_size = 512;
+    config->memory_limit_bytes = 0;
+    config->auto_unload_on_memory_pressure = true;
+    config->gpu_layers = -1;
+    config->use_mmap = true;
+    config->use_mlock = false;
+    config->seed = -1;
+    config->flash_attn = -1;
+    config->kv_cache_type_k = GGML_TYPE_F16;
+    config->kv_cache_type_v = GGML_TYPE_F16;
+    config->reserved = nullptr;
+}
+
+EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progress_callback progress,
+                                        void* user_data, ev_error_t* error) {
+    ev_error_t dummy;
+    if (error == nullptr) error = &dummy;
+    *error = EV_SUCCESS;
+    try {
+        if ((*error = ev::validate_config(config)) != EV_SUCCESS) return nullptr;
+        const std::string path = config->model_path;
+
+        // Backend choice. The backend gates availability; offload is gpu_layers.
+        ev_backend_t backend = config->backend;
+        if (backend == EV_BACKEND_AUTO) backend = ev_detect_backend();
+        if (!ev_is_backend_available(backend)) {
+            *error = fail(EV_ERROR_UNSUPPORTED_BACKEND,
+                          std::string("backend ") + ev_backend_name(backend) +
+                              " is not available in this build (" EDGEVEDA_BACKEND_NAME
+                              ") or has no device on this machine");
+            return nullptr;
+        }
+        int gpu_layers = backend == EV_BACKEND_CPU ? 0 : config->gpu_layers;
+
+        std::string bad = ev::check_gguf_file(path);
+        if (!bad.empty()) {
+            *error = fail(EV_ERROR_MODEL_LOAD_FAILED, "cannot load model '" + path + "': " + bad);
+            return nullptr;
+        }
+
+        auto engine = std::make_shared<Engine>();
+        Engine* e = engine.get();
+        e->config = *config;
+        e->model_path = path;
+        e->config.model_path = nullptr;  // not ours; do not keep the caller's pointer
+        e->n_threads = config->num_threads > 0 ? config->num_threads : ev::default_thread_count();
+        e->limit.store(config->memory_limit_bytes);
+
+        ev::backend_acquire();
+        struct Releaser {
+            bool armed = true;
+            ~Releaser() { if (armed) ev::backend_release(); }
+        } releaser;
+
+        llama_model_params mp = llama_model_default_params();
+        mp.n_gpu_layers = gpu_layers < 0 ? 999 : gpu_layers;
+        mp.load_mode = config->use_mmap ? (config->use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
+                                         : (config->use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
+
+        llama_context_params cp = llama_context_default_params();
+        cp.n_batch = static_cast<uint32_t>(config->batch_size);
+        cp.n_ubatch = std::min<uint32_t>(cp.n_batch, 512);
+        cp.n_threads = e->n_threads;
+        cp.n_threads_batch = e->n_threads;
+        cp.n_seq_max = 1;
+        cp.no_perf = true;
+        cp.type_k = static_cast<ggml_type>(config->kv_cache_type_k);
+        cp.type_v = static_cast<ggml_type>(config->kv_cache_type_v);
+        cp.flash_attn_type = config->flash_attn < 0   ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                             : config->flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                       : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        cp.abort_callback = ev::abort_cb;
+        cp.abort_callback_data = e;
+
+        ev::LogCapture capture;
+
+        // The memory limit is checked before anything is allocated: a dry run
+        // (no_alloc) computes the exact buffers llama.cpp would create.
+        if (config->memory_limit_bytes > 0) {
+            llama_model_params dry = mp;
+            dry.no_alloc = true;
+            dry.load_mode = LLAMA_LOAD_MODE_NONE;
+            llama_model* dm = llama_model_load_from_file(path.c_str(), dry);
+            if (dm == nullptr) {
+                *error = fail(EV_ERROR_MODEL_LOAD_FAILED,
+                              "cannot load model '" + path + "': llama.cpp said: " + capture.text());
+                return nullptr;
+            }
+            llama_context_params dcp = cp;
+            int train = llama_model_n_ctx_train(dm);
+            dcp.n_ctx = config->context_size > 0 ? static_cast<uint32_t>(config->context_size) : train;
+            llama_context* dc = (config->context_size <= train) ? llama_init_from_model(dm, dcp) : nullptr;
+            size_t need = 0;
+            if (dc != nullptr) {
+                for (const auto& kv : llama_get_memory_breakdown(dc)) need += kv.second.total();
+                llama_free(dc);
+            }
+            llama_model_free(dm);
+            if (need > config->memory_limit_bytes) {
+                *error = fail(EV_ERROR_MEMORY_LIMIT_EXCEEDED,
+                              "model '" + path + "' with a context of " + std::to_string(dcp.n_ctx) +
+                                  " tokens needs " + ev::fmt_mib(need) + " (" + std::to_string(need) +
+                                  " bytes) but memory_limit_bytes is " +
+                                  std::to_string(config->memory_limit_bytes));
+                return nullptr;
+            }
+        }
+
+        ev::ProgressBridge bridge{progress, user_data};
+        if (progress != nullptr) {
+            mp.progress_callback = ev::progress_bridge;
+            mp.progress_callback_user_data = &bridge;
+        }
+        e->model = llama_model_load_from_file(path.c_str(), mp);
+        if (e->model == nullptr) {
+            if (bridge.aborted) {
+                *error = fail(EV_ERROR_MODEL_LOAD_FAILED, "loading model '" + path + "' was cancelled by the progress callback");
+            } else {
+                std::string said = capture.text();
+                *error = fail(EV_ERROR_MODEL_LOAD_FAILED,
+                              "cannot load model '" + path + "'" + (said.empty() ? "" : ": llama.cpp said: " + said));
+            }
+            return nullptr;
+        }
+        e->vocab = llama_model_get_vocab(e->model);
+
+        int train = llama_model_n_ctx_train(e->model);
+        if (config->context_size > train && train > 0) {
+            llama_model_free(e->model);
+            e->model = nullptr;
+            *error = fail(EV_ERROR_INVALID_PARAM,
+                          "config.context_size " + std::to_string(config->context_size) +
+                              " is above the model's training context of " + std::to_string(train));
+            return nullptr;
+        }
+        cp.n_ctx = config->context_size > 0 ? static_cast<uint32_t>(config->context_size) : 0;
+        e->lctx = llama_init_from_model(e->model, cp);
+        if (e->lctx == nullptr) {
+            std::string said = capture.text();
+            llama_model_free(e->model);
+            e->model = nullptr;
+            *error = fail(EV_ERROR_BACKEND_INIT_FAILED,
+                          "cannot create a llama.cpp context for '" + path + "'" +
+                              (said.empty() ? "" : ": llama.cpp said: " + said));
+            return nullptr;
+        }
+        e->name = ev::meta_string(e->model, "general.name");
+        if (e->name.empty()) {
+            char buf[256];
+            llama_model_desc(e->model, buf, sizeof buf);
+            e->name = buf;
+        }
+        e->arch = ev::meta_string(e->model, "general.architecture");
+        e->refresh_memory_locked();
+
+        auto* ctx = new (std::nothrow) ev_context_impl();
+        if (ctx == nullptr) {
+            std::lock_guard<std::mutex> lock(e->mutex);
+            e->release_locked();
+            *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory allocating the context");
+            return nullptr;
+        }
+        ctx->engine = std::move(engine);
+        releaser.armed = false;  // released by ev_free
+        ev::set_thread_error("");
+        // A limit at or near the use from the start is reported at once.
+        ctx->engine->check_pressure();
+        return ctx;
+    } catch (const std::bad_alloc&) {
+        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory while loading the model");
+    } catch (const std::exception& ex) {
+        *error = fail(EV_ERROR_MODEL_LOAD_FAILED, std::string("cannot load model: ") + ex.what());
+    } catch (...) {
+        *error = fail(EV_ERROR_UNKNOWN, "unknown error while loading the model");
+    }
+    return nullptr;
+}
+
+EV_API ev_context ev_init(const ev_config* config, ev_error_t* error) {
+    return ev_init_with_progress(config, nullptr, nullptr, error);
+}
+
+EV_API void ev_free(ev_context ctx) {
+    if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic) return;
+    ctx->magic.store(ev::kDeadMagic);
+    std::shared_ptr<Engine> e = std::move(ctx->engine);
+    if (e) {
+        e->freed.store(true);
+        e->cancel_requested.store(true);  // a stream still running stops at once
+        {
+            std::lock_guard<std::mutex> lock(e->mutex);
+            bool had_model = e->model != nullptr || e->unloaded.load();
+            e->release_locked();
+            if (had_model) ev::backend_release();
+        }
+        std::lock_guard<std::mutex> lock(e->callback_mutex);
+        e->pressure_cb = nullptr;
+        e->pressure_ud = nullptr;
+    }
+    delete ctx;
+}
+
+EV_API bool ev_is_valid(ev_context ctx) {
+    if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic || !ctx->engine) return false;
+    return !ctx->engine->unloaded.load() && !ctx->engine->freed.load();
+}
+
+EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code);
+    if (!e) return code;
+    if (info == nullptr) {
+        e->set_error("ev_get_model_info: info is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    std::lock_guard<std::mutex> lock(e->mutex);
+    if (e->model == nullptr) {
+        e->set_error("the model is not loaded");
+        return EV_ERROR_CONTEXT_INVALID;
+    }
+    memset(info, 0, sizeof *info);
+    info->name = e->name.c_str();
+    info->architecture = e->arch.c_str();
+    info->num_parameters = llama_model_n_params(e->model);
+    info->context_length = static_cast<int>(llama_n_ctx(e->lctx));
+    info->embedding_dim = llama_model_n_embd(e->model);
+    info->num_layers = llama_model_n_layer(e->model);
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_get_memory_usage(ev_context ctx, ev_memory_stats* stats) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
+    if (!e) return code;
+    if (stats == nullptr) {
+        e->set_error("ev_get_memory_usage: stats is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    memset(stats, 0, sizeof *stats);
+    stats->current_bytes = e->current.load();
+    stats->peak_bytes = e->peak.load();
+    stats->limit_bytes = e->limit.load();
+    stats->model_bytes = e->model_bytes.load();
+    stats->context_bytes = e->context_bytes.load();
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_set_memory_limit(ev_context ctx, size_t limit_bytes) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
+    if (!e) return code;
+    e->limit.store(limit_bytes);
+    if (e->busy.load() || e->active_stream.load() != nullptr) {
+        // The generating thread checks at the end of its call (a safe point).
+        e->pressure_check_pending.store(true);
+    } else {
+        e->check_pressure();
+    }
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_set_memory_pressure_callback(ev_context ctx, ev_memory_pressure_callback callback,
+                                                  void* user_data) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
+    if (!e) return code;
+    std::lock_guard<std::mutex> lock(e->callback_mutex);
+    e->pressure_cb = callback;
+    e->pressure_ud = callback ? user_data : nullptr;
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_memory_cleanup(ev_context ctx) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code);
+    if (!e) return code;
+    if (e->active_stream.load() != nullptr) {
+        e->set_error("ev_memory_cleanup: a stream is active; free it first");
+        return EV_ERROR_CONTEXT_INVALID;
+    }
+    std::lock_guard<std::mutex> lock(e->mutex);
+    if (e->lctx) llama_memory_clear(llama_get_memory(e->lctx), true);
+    if (e->embed_ctx) {
+        llama_free(e->embed_ctx);
+        e->embed_ctx = nullptr;
+    }
+    e->cached_tokens.clear();
+    e->refresh_memory_locked();
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_reset(ev_context ctx) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code);
+    if (!e) return code;
+    if (e->active_stream.load() != nullptr) {
+        e->set_error("ev_reset: a stream is active; free it first");
+        return EV_ERROR_CONTEXT_INVALID;
+    }
+    std::lock_guard<std::mutex> lock(e->mutex);
+    if (e->lctx) llama_memory_clear(llama_get_memory(e->lctx), true);
+    if (e->embed_ctx) llama_memory_clear(llama_get_memory(e->embed_ctx), true);
+    e->cached_tokens.clear();
+    e->last_stats = ev_generation_stats{};
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_set_prompt_cache(ev_context ctx, bool enabled) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code);
+    if (!e) return code;
+    std::lock_guard<std::mutex> lock(e->mutex);
+    e->prompt_cache = enabled;
+    if (!enabled) {
+        if (e->lctx) llama_memory_clear(llama_get_memory(e->lctx), true);
+        e->cached_tokens.clear();
+    }
+    return EV_SUCCESS;
+}
+
+}  // extern "C"

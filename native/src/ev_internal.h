@@ -1,0 +1,112 @@
+// Internal types of the Edge Veda core. Not part of the C API.
+#pragma once
+
+#include "edge_veda.h"
+#include "llama.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace ev {
+
+constexpr uint32_t kContextMagic = 0x45564354;  // "EVCT"
+constexpr uint32_t kStreamMagic = 0x45565354;   // "EVST"
+constexpr uint32_t kDeadMagic = 0xDEADDEAD;
+
+// ---- errors (errors.cpp) ----
+// Store msg as this thread's last error and return code.
+ev_error_t fail(ev_error_t code, const std::string& msg);
+void set_thread_error(const std::string& msg);
+const char* thread_error();
+
+// ---- logging (logging.cpp) ----
+void install_log_hook();
+// Collects llama.cpp's warning/error lines logged on this thread while alive,
+// so a failed load can say what llama.cpp said.
+class LogCapture {
+   public:
+    LogCapture();
+    ~LogCapture();
+    std::string text() const;
+};
+
+// ---- backend (backend.cpp) ----
+void backend_acquire();
+void backend_release();
+int default_thread_count();
+
+// ---- GGUF pre-validation (gguf_check.cpp) ----
+// Checks the file can be opened, is a regular file, and has a sane GGUF
+// header before llama.cpp sees it. Returns "" when fine, else the reason.
+std::string check_gguf_file(const std::string& path);
+
+// ---- the shared engine state ----
+// One Engine per ev_context. Streams hold a shared_ptr to it, so a stream
+// freed after ev_free() still finds valid (if empty) state.
+struct Engine {
+    std::mutex mutex;  // the context lock: model, llama contexts, KV, prompt cache
+
+    llama_model* model = nullptr;
+    llama_context* lctx = nullptr;
+    llama_context* embed_ctx = nullptr;
+    const llama_vocab* vocab = nullptr;
+
+    ev_config config{};
+    std::string model_path;
+    std::string name;
+    std::string arch;
+    int n_threads = 1;
+
+    std::atomic<bool> freed{false};
+    std::atomic<bool> unloaded{false};
+
+    // last error of calls on this context
+    std::mutex error_mutex;
+    std::string last_error;
+
+    // cancellation: set by ev_generate_cancel/ev_stream_cancel, read by
+    // llama.cpp's abort callback during decode and between tokens
+    std::atomic<bool> cancel_requested{false};
+    std::atomic<bool> busy{false};          // a blocking generation runs
+    std::atomic<void*> active_stream{nullptr};
+
+    // prompt cache: the tokens whose K/V are in sequence 0
+    bool prompt_cache = true;
+    std::vector<llama_token> cached_tokens;
+
+    // memory (atomics so stats never wait for a generation)
+    std::atomic<size_t> limit{0};
+    std::atomic<size_t> current{0};
+    std::atomic<size_t> peak{0};
+    std::atomic<size_t> model_bytes{0};
+    std::atomic<size_t> context_bytes{0};
+    std::atomic<bool> pressure_check_pending{false};
+    std::mutex callback_mutex;  // guards the two fields below only
+    ev_memory_pressure_callback pressure_cb = nullptr;
+    void* pressure_ud = nullptr;
+
+    ev_generation_stats last_stats{};
+
+    void set_error(const std::string& msg);
+    // Recompute the byte counts from llama.cpp's buffers. Context lock held.
+    void refresh_memory_locked();
+    // Free the model and contexts. Context lock held.
+    void release_locked();
+    // Run the pressure check: callback with no lock held, then auto-unload.
+    // Called at safe points, by the thread that did the work.
+    void check_pressure();
+};
+
+}  // namespace ev
+
+struct ev_context_impl {
+    std::atomic<uint32_t> magic{ev::kContextMagic};
+    std::shared_ptr<ev::Engine> engine;
+};
+
+// Validates a context handle; on failure records the error and returns null.
+ev::Engine* ev_engine_of(ev_context ctx, ev_error_t* code, bool need_model = true);

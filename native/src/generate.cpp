@@ -1,0 +1,719 @@
+// Text generation: the one Generation engine behind both ev_generate (a loop
+// in the caller's thread) and streams (one piece per ev_stream_next).
+#include "ev_internal.h"
+#include "text_output.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace ev {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+char* dup_cstr(const std::string& s) {
+    char* p = static_cast<char*>(malloc(s.size() + 1));
+    if (p) memcpy(p, s.c_str(), s.size() + 1);
+    return p;
+}
+
+// The parameters a generation needs, deep-copied so the caller may free theirs.
+struct Params {
+    int max_tokens;
+    float temperature, top_p, min_p;
+    int top_k;
+    float repeat_penalty, frequency_penalty, presence_penalty;
+    std::vector<std::string> stops;
+    std::string grammar, grammar_root;
+    float confidence_threshold;
+    int64_t seed;  // -2: config seed
+};
+
+bool finite(float v) { return std::isfinite(v); }
+
+ev_error_t read_params(const ev_generation_params* in, Params* out) {
+    ev_generation_params d;
+    ev_generation_params_default(&d);
+    const ev_generation_params& p = in ? *in : d;
+    if (p.max_tokens < 0) return fail(EV_ERROR_INVALID_PARAM, "max_tokens must be >= 0");
+    if (!finite(p.temperature) || p.temperature < 0) return fail(EV_ERROR_INVALID_PARAM, "temperature must be >= 0 (0 = greedy)");
+    if (!finite(p.top_p) || p.top_p < 0 || p.top_p > 1) return fail(EV_ERROR_INVALID_PARAM, "top_p must be in [0, 1]");
+    if (p.top_k < 0) return fail(EV_ERROR_INVALID_PARAM, "top_k must be >= 0 (0 = off)");
+    if (!finite(p.repeat_penalty) || p.repeat_penalty <= 0) return fail(EV_ERROR_INVALID_PARAM, "repeat_penalty must be > 0 (1 = off)");
+    if (!finite(p.frequency_penalty)) return fail(EV_ERROR_INVALID_PARAM, "frequency_penalty must be finite");
+    if (!finite(p.presence_penalty)) return fail(EV_ERROR_INVALID_PARAM, "presence_penalty must be finite");
+    if (!finite(p.confidence_threshold) || p.confidence_threshold < 0 || p.confidence_threshold > 1) {
+        return fail(EV_ERROR_INVALID_PARAM, "confidence_threshold must be in [0, 1]");
+    }
+    if (p.num_stop_sequences < 0) return fail(EV_ERROR_INVALID_PARAM, "num_stop_sequences must be >= 0");
+    if (p.num_stop_sequences > 0 && p.stop_sequences == nullptr) {
+        return fail(EV_ERROR_INVALID_PARAM, "stop_sequences is NULL but num_stop_sequences > 0");
+    }
+    out->stops.clear();
+    for (int i = 0; i < p.num_stop_sequences; ++i) {
+        if (p.stop_sequences[i] == nullptr) {
+            return fail(EV_ERROR_INVALID_PARAM, "stop_sequences[" + std::to_string(i) + "] is NULL");
+        }
+        out->stops.emplace_back(p.stop_sequences[i]);
+    }
+    out->max_tokens = p.max_tokens;
+    out->temperature = p.temperature;
+    out->top_p = p.top_p;
+    out->top_k = p.top_k;
+    out->repeat_penalty = p.repeat_penalty;
+    out->frequency_penalty = p.frequency_penalty;
+    out->presence_penalty = p.presence_penalty;
+    out->grammar = p.grammar_str ? p.grammar_str : "";
+    out->grammar_root = p.grammar_root && p.grammar_root[0] ? p.grammar_root : "root";
+    out->confidence_threshold = p.confidence_threshold;
+    out->seed = -2;
+    out->min_p = 0;
+    if (p.reserved != nullptr) {
+        const auto* x = static_cast<const ev_generation_extras*>(p.reserved);
+        if (x->struct_size != sizeof(ev_generation_extras)) {
+            return fail(EV_ERROR_INVALID_PARAM,
+                        "params.reserved must be NULL or an ev_generation_extras with struct_size set");
+        }
+        if (x->seed < -2 || x->seed > 0xFFFFFFFELL) return fail(EV_ERROR_INVALID_PARAM, "extras.seed must be -2, -1 or in [0, 2^32-2]");
+        if (!finite(x->min_p) || x->min_p < 0 || x->min_p > 1) return fail(EV_ERROR_INVALID_PARAM, "extras.min_p must be in [0, 1]");
+        out->seed = x->seed;
+        out->min_p = x->min_p;
+    }
+    return EV_SUCCESS;
+}
+
+}  // namespace
+
+// One generation. All methods except cancel-related reads run with the
+// context lock held.
+struct Generation {
+    Engine* e;
+    Params p;
+    llama_sampler* smpl = nullptr;
+    std::vector<llama_token> prompt;
+    TextOutput out{{}};
+
+    bool started = false;   // prompt processed
+    bool done = false;
+    bool has_pending = false;  // sampled token not yet decoded
+    llama_token pending = 0;
+    int n_generated = 0;
+    std::vector<llama_token> generated;
+
+    Clock::time_point t_start;
+    Clock::time_point t_first_sample;
+    bool first_text_seen = false;
+    ev_generation_stats stats{};
+
+    // confidence
+    float last_conf = -1.f;
+    double conf_sum = 0;
+    int conf_n = 0;
+    bool handoff = false;
+
+    ~Generation() {
+        if (smpl) llama_sampler_free(smpl);
+    }
+
+    bool cancelled(const std::atomic<bool>* stream_cancel) const {
+        return e->cancel_requested.load() || (stream_cancel && stream_cancel->load());
+    }
+
+    // Tokenize and build the sampler. Context lock held.
+    ev_error_t prepare(const char* text) {
+        t_start = Clock::now();
+        out = TextOutput(p.stops);
+        int len = static_cast<int>(strlen(text));
+        bool add_bos = llama_vocab_get_add_bos(e->vocab);
+        std::vector<llama_token> toks(len + 8);
+        int n = llama_tokenize(e->vocab, text, len, toks.data(), (int)toks.size(), add_bos, /*parse_special=*/true);
+        if (n < 0) {
+            if (n == INT32_MIN) return set(EV_ERROR_INVALID_PARAM, "prompt is too long to tokenize");
+            toks.resize(-n);
+            n = llama_tokenize(e->vocab, text, len, toks.data(), (int)toks.size(), add_bos, true);
+            if (n < 0) return set(EV_ERROR_INFERENCE_FAILED, "failed to tokenize the prompt");
+        }
+        toks.resize(n);
+        if (toks.empty()) return set(EV_ERROR_INVALID_PARAM, "prompt is empty (no tokens)");
+        int n_ctx = static_cast<int>(llama_n_ctx(e->lctx));
+        if (n >= n_ctx) {
+            return set(EV_ERROR_INVALID_PARAM, "prompt has " + std::to_string(n) +
+                                                   " tokens but the context holds " + std::to_string(n_ctx) +
+                                                   "; shorten it or raise context_size");
+        }
+        prompt = std::move(toks);
+        stats.prompt_tokens = n;
+        return build_sampler();
+    }
+
+    ev_error_t set(ev_error_t code, const std::string& msg) {
+        e->set_error(msg);
+        return code;
+    }
+
+    ev_error_t build_sampler() {
+        auto sp = llama_sampler_chain_default_params();
+        sp.no_perf = true;
+        smpl = llama_sampler_chain_init(sp);
+        if (!smpl) return set(EV_ERROR_OUT_OF_MEMORY, "cannot create the sampler");
+        if (!p.grammar.empty()) {
+            // First in the chain, so later filters only see tokens the grammar allows.
+            llama_sampler* g = llama_sampler_init_grammar(e->vocab, p.grammar.c_str(), p.grammar_root.c_str());
+            if (g == nullptr) {
+                return set(EV_ERROR_INVALID_PARAM, "invalid grammar (GBNF parse failed, or root rule '" +
+                                                       p.grammar_root + "' missing)");
+            }
+            llama_sampler_chain_add(smpl, g);
+        }
+        if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
+            llama_sampler_chain_add(smpl, llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), 64, p.repeat_penalty,
+                                                                       p.frequency_penalty, p.presence_penalty));
+        }
+        if (p.temperature <= 0.0f) {
+            llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
+            return EV_SUCCESS;
+        }
+        if (p.top_k > 0) llama_sampler_chain_add(smpl, llama_sampler_init_top_k(p.top_k));
+        if (p.top_p < 1.0f) llama_sampler_chain_add(smpl, llama_sampler_init_top_p(p.top_p, 1));
+        if (p.min_p > 0.0f) llama_sampler_chain_add(smpl, llama_sampler_init_min_p(p.min_p, 1));
+        llama_sampler_chain_add(smpl, llama_sampler_init_temp(p.temperature));
+        int64_t seed = p.seed == -2 ? e->config.seed : p.seed;
+        uint32_t s = seed < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(seed);
+        llama_sampler_chain_add(smpl, llama_sampler_init_dist(s));
+        return EV_SUCCESS;
+    }
+
+    // Tokens currently in the KV cache, after a failed or aborted decode.
+    void resync_cache() {
+        llama_pos maxp = llama_memory_seq_pos_max(llama_get_memory(e->lctx), 0);
+        size_t n = maxp < 0 ? 0 : static_cast<size_t>(maxp) + 1;
+        if (e->cached_tokens.size() > n) e->cached_tokens.resize(n);
+        if (e->cached_tokens.size() < n) {
+            // Should not happen; be safe: forget the cache entirely.
+            llama_memory_clear(llama_get_memory(e->lctx), true);
+            e->cached_tokens.clear();
+        }
+    }
+
+    // Process the prompt, reusing the cached prefix. Context lock held.
+    ev_error_t process_prompt(const std::atomic<bool>* stream_cancel) {
+        started = true;
+        llama_memory_t mem = llama_get_memory(e->lctx);
+        size_t keep = 0;
+        if (e->prompt_cache) {
+            const auto& c = e->cached_tokens;
+            while (keep < c.size() && keep < prompt.size() && c[keep] == prompt[keep]) ++keep;
+            // The last prompt token is always decoded: its logits start sampling.
+            if (keep == prompt.size()) --keep;
+        }
+        if (keep == 0) {
+            llama_memory_clear(mem, true);
+            e->cached_tokens.clear();
+        } else if (!llama_memory_seq_rm(mem, 0, static_cast<llama_pos>(keep), -1)) {
+            llama_memory_clear(mem, true);
+            e->cached_tokens.clear();
+            keep = 0;
+        } else {
+            e->cached_tokens.resize(keep);
+        }
+        stats.cached_tokens = static_cast<int>(keep);
+        llama_sampler_reset(smpl);
+
+        int n_batch = static_cast<int>(llama_n_batch(e->lctx));
+        for (size_t i = keep; i < prompt.size(); i += n_batch) {
+            if (cancelled(stream_cancel)) {
+                finish(EV_FINISH_CANCELLED);
+                return EV_SUCCESS;
+            }
+            int n = static_cast<int>(std::min<size_t>(n_batch, prompt.size() - i));
+            int rc = llama_decode(e->lctx, llama_batch_get_one(prompt.data() + i, n));
+            if (rc == 2 || (rc != 0 && cancelled(stream_cancel))) {
+                resync_cache();
+                finish(EV_FINISH_CANCELLED);
+                return EV_SUCCESS;
+            }
+            if (rc != 0) {
+                resync_cache();
+                finish(EV_FINISH_ERROR);
+                return set(EV_ERROR_INFERENCE_FAILED, "llama_decode failed on the prompt (code " + std::to_string(rc) + ")");
+            }
+            e->cached_tokens.insert(e->cached_tokens.end(), prompt.begin() + i, prompt.begin() + i + n);
+        }
+        stats.prompt_ms = ms_since(t_start);
+        return EV_SUCCESS;
+    }
+
+    void finish(ev_finish_reason why) {
+        if (done) return;
+        done = true;
+        stats.finish_reason = why;
+        stats.generated_tokens = n_generated;
+        if (n_generated > 0) stats.generation_ms = ms_since(t_first_sample);
+    }
+
+    void note_confidence() {
+        if (p.confidence_threshold <= 0) return;
+        const float* logits = llama_get_logits_ith(e->lctx, -1);
+        int nv = llama_vocab_n_tokens(e->vocab);
+        if (!logits || nv <= 1) return;
+        float mx = logits[0];
+        for (int i = 1; i < nv; ++i) mx = std::max(mx, logits[i]);
+        double z = 0;
+        for (int i = 0; i < nv; ++i) z += std::exp(double(logits[i] - mx));
+        double h = 0;
+        for (int i = 0; i < nv; ++i) {
+            double q = std::exp(double(logits[i] - mx)) / z;
+            if (q > 0) h -= q * std::log(q);
+        }
+        last_conf = static_cast<float>(1.0 - h / std::log(double(nv)));
+        conf_sum += last_conf;
+        ++conf_n;
+        if (conf_n >= 3 && conf_sum / conf_n < p.confidence_threshold) handoff = true;
+    }
+
+    // The next safe text ("" with done set at the end). Context lock held.
+    ev_error_t next(std::string* text, const std::atomic<bool>* stream_cancel) {
+        text->clear();
+        if (!started) {
+            ev_error_t rc = process_prompt(stream_cancel);
+            if (rc != EV_SUCCESS || done) {
+                if (done) *text = out.finish();
+                return rc;
+            }
+        }
+        const int n_ctx = static_cast<int>(llama_n_ctx(e->lctx));
+        while (!done) {
+            if (cancelled(stream_cancel)) {
+                finish(EV_FINISH_CANCELLED);
+                break;
+            }
+            if (n_generated >= p.max_tokens) {
+                finish(EV_FINISH_LENGTH);
+                break;
+            }
+            if (has_pending) {
+                if (static_cast<int>(e->cached_tokens.size()) >= n_ctx) {
+                    finish(EV_FINISH_LENGTH);  // the context is full
+                    break;
+                }
+                llama_token t = pending;
+                int rc = llama_decode(e->lctx, llama_batch_get_one(&t, 1));
+                if (rc == 2 || (rc != 0 && cancelled(stream_cancel))) {
+                    resync_cache();
+                    finish(EV_FINISH_CANCELLED);
+                    break;
+                }
+                if (rc != 0) {
+                    resync_cache();
+                    finish(EV_FINISH_ERROR);
+                    return set(EV_ERROR_INFERENCE_FAILED, "llama_decode failed while generating (code " + std::to_string(rc) + ")");
+                }
+                e->cached_tokens.push_back(t);
+                has_pending = false;
+            }
+            llama_token tok = llama_sampler_sample(smpl, e->lctx, -1);
+            if (n_generated == 0) t_first_sample = Clock::now();
+            note_confidence();
+            if (llama_vocab_is_eog(e->vocab, tok)) {
+                finish(EV_FINISH_STOP);
+                break;
+            }
+            ++n_generated;
+            generated.push_back(tok);
+            pending = tok;
+            has_pending = true;
+            char buf[256];
+            int n = llama_token_to_piece(e->vocab, tok, buf, sizeof buf, 0, /*special=*/false);
+            std::string piece;
+            if (n < 0) {
+                piece.resize(-n);
+                n = llama_token_to_piece(e->vocab, tok, &piece[0], (int)piece.size(), 0, false);
+                if (n < 0) n = 0;
+                piece.resize(n);
+            } else {
+                piece.assign(buf, n);
+            }
+            std::string safe = out.push(piece);
+            if (out.stopped()) {
+                finish(EV_FINISH_STOP);
+                *text += safe;
+                break;
+            }
+            if (!safe.empty()) {
+                *text += safe;
+                if (!first_text_seen) {
+                    first_text_seen = true;
+                    stats.first_token_ms = ms_since(t_start);
+                }
+                return EV_SUCCESS;
+            }
+        }
+        *text += out.finish();
+        if (!text->empty() && !first_text_seen) {
+            first_text_seen = true;
+            stats.first_token_ms = ms_since(t_start);
+        }
+        return EV_SUCCESS;
+    }
+
+    ev_generation_stats current_stats() const {
+        ev_generation_stats s = stats;
+        s.generated_tokens = n_generated;
+        if (!done) {
+            s.finish_reason = EV_FINISH_NONE;
+            if (n_generated > 0) s.generation_ms = ms_since(t_first_sample);
+        }
+        return s;
+    }
+};
+
+}  // namespace ev
+
+struct ev_stream_impl {
+    std::atomic<uint32_t> magic{ev::kStreamMagic};
+    std::shared_ptr<ev::Engine> engine;
+    std::mutex mutex;  // the stream lock (taken before the context lock)
+    std::atomic<bool> cancel{false};
+    std::atomic<bool> ended{false};
+    bool active = true;  // holds the context's one stream slot
+    ev::Generation gen;
+};
+
+using ev::Engine;
+using ev::fail;
+
+namespace {
+
+// The calling thread's last finished generation, so a caller reads the stats
+// of its own call even when other threads generate on the same context.
+struct ThreadStats {
+    const Engine* engine = nullptr;
+    ev_generation_stats stats{};
+};
+thread_local ThreadStats t_stats;
+
+void record_stats(Engine* e, const ev_generation_stats& s) {
+    e->last_stats = s;
+    t_stats.engine = e;
+    t_stats.stats = s;
+}
+
+// Drop the stream's claim on its context (once).
+void deactivate(ev_stream s) {
+    if (!s->active) return;
+    s->active = false;
+    void* expected = s;
+    s->engine->active_stream.compare_exchange_strong(expected, nullptr);
+}
+
+bool stream_ok(ev_stream s) { return s != nullptr && s->magic.load() == ev::kStreamMagic; }
+
+}  // namespace
+
+extern "C" {
+
+EV_API void ev_generation_params_default(ev_generation_params* params) {
+    if (params == nullptr) return;
+    memset(params, 0, sizeof *params);
+    params->max_tokens = 512;
+    params->temperature = 0.8f;
+    params->top_p = 0.95f;
+    params->top_k = 40;
+    params->repeat_penalty = 1.1f;
+    params->frequency_penalty = 0.0f;
+    params->presence_penalty = 0.0f;
+    params->stop_sequences = nullptr;
+    params->num_stop_sequences = 0;
+    params->grammar_str = nullptr;
+    params->grammar_root = nullptr;
+    params->confidence_threshold = 0.0f;
+    params->reserved = nullptr;
+}
+
+EV_API void ev_generation_extras_default(ev_generation_extras* extras) {
+    if (extras == nullptr) return;
+    memset(extras, 0, sizeof *extras);
+    extras->struct_size = sizeof(ev_generation_extras);
+    extras->seed = -2;
+    extras->min_p = 0.0f;
+}
+
+EV_API void ev_free_string(char* str) { free(str); }
+
+EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_generation_params* params,
+                              char** output) {
+    if (output != nullptr) *output = nullptr;
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code);
+    if (!e) return code;
+    if (prompt == nullptr) {
+        e->set_error("ev_generate: prompt is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    if (output == nullptr) {
+        e->set_error("ev_generate: output is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    try {
+        ev::Generation gen;
+        gen.e = e;
+        if ((code = ev::read_params(params, &gen.p)) != EV_SUCCESS) {
+            e->set_error(ev::thread_error());
+            return code;
+        }
+        std::string text;
+        {
+            std::lock_guard<std::mutex> lock(e->mutex);
+            if (e->model == nullptr) {
+                e->set_error("the model is not loaded");
+                return EV_ERROR_CONTEXT_INVALID;
+            }
+            if (e->active_stream.load() != nullptr) {
+                e->set_error("ev_generate: a stream is active on this context; free it first");
+                return EV_ERROR_CONTEXT_INVALID;
+            }
+            e->busy.store(true);
+            e->cancel_requested.store(false);
+            struct Busy {
+                Engine* e;
+                ~Busy() { e->busy.store(false); }
+            } busy{e};
+            if ((code = gen.prepare(prompt)) != EV_SUCCESS) return code;
+            std::string piece;
+            while (!gen.done) {
+                if ((code = gen.next(&piece, nullptr)) != EV_SUCCESS) break;
+                text += piece;
+            }
+            record_stats(e, gen.current_stats());
+            e->refresh_memory_locked();
+        }
+        if (e->pressure_check_pending.load()) e->check_pressure();  // safe point, no lock held
+        if (code != EV_SUCCESS) return code;
+        *output = ev::dup_cstr(text);
+        if (*output == nullptr) {
+            e->set_error("out of memory copying the output");
+            return EV_ERROR_OUT_OF_MEMORY;
+        }
+        return EV_SUCCESS;
+    } catch (const std::bad_alloc&) {
+        e->set_error("out of memory during generation");
+        return EV_ERROR_OUT_OF_MEMORY;
+    } catch (const std::exception& ex) {
+        e->set_error(std::string("generation failed: ") + ex.what());
+        return EV_ERROR_INFERENCE_FAILED;
+    }
+}
+
+EV_API ev_error_t ev_generate_cancel(ev_context ctx) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
+    if (!e) return code;
+    if (e->busy.load() || e->active_stream.load() != nullptr) e->cancel_requested.store(true);
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_stats* stats) {
+    ev_error_t code;
+    Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
+    if (!e) return code;
+    if (stats == nullptr) {
+        e->set_error("stats is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    if (t_stats.engine == e) {
+        *stats = t_stats.stats;
+        return EV_SUCCESS;
+    }
+    std::lock_guard<std::mutex> lock(e->mutex);
+    *stats = e->last_stats;
+    return EV_SUCCESS;
+}
+
+EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev_generation_params* params,
+                                    ev_error_t* error) {
+    ev_error_t dummy;
+    if (error == nullptr) error = &dummy;
+    Engine* e = ev_engine_of(ctx, error);
+    if (!e) return nullptr;
+    if (prompt == nullptr) {
+        e->set_error("ev_generate_stream: prompt is NULL");
+        *error = EV_ERROR_INVALID_PARAM;
+        return nullptr;
+    }
+    try {
+        auto* s = new (std::nothrow) ev_stream_impl();
+        if (s == nullptr) {
+            e->set_error("out of memory creating the stream");
+            *error = EV_ERROR_OUT_OF_MEMORY;
+            return nullptr;
+        }
+        s->engine = ctx->engine;
+        s->gen.e = e;
+        if ((*error = ev::read_params(params, &s->gen.p)) != EV_SUCCESS) {
+            e->set_error(ev::thread_error());
+            s->active = false;
+            delete s;
+            return nullptr;
+        }
+        std::lock_guard<std::mutex> lock(e->mutex);
+        if (e->model == nullptr) {
+            e->set_error("the model is not loaded");
+            *error = EV_ERROR_CONTEXT_INVALID;
+            s->active = false;
+            delete s;
+            return nullptr;
+        }
+        void* expected = nullptr;
+        if (!e->active_stream.compare_exchange_strong(expected, s)) {
+            e->set_error("another stream is active on this context; free it first (one stream per context)");
+            *error = EV_ERROR_CONTEXT_INVALID;
+            s->active = false;
+            delete s;
+            return nullptr;
+        }
+        e->cancel_requested.store(false);
+        if ((*error = s->gen.prepare(prompt)) != EV_SUCCESS) {
+            deactivate(s);
+            delete s;
+            return nullptr;
+        }
+        *error = EV_SUCCESS;
+        return s;
+    } catch (const std::bad_alloc&) {
+        e->set_error("out of memory creating the stream");
+        *error = EV_ERROR_OUT_OF_MEMORY;
+        return nullptr;
+    }
+}
+
+EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
+    ev_error_t dummy;
+    if (error == nullptr) error = &dummy;
+    if (!stream_ok(stream)) {
+        *error = fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+        return nullptr;
+    }
+    std::lock_guard<std::mutex> slock(stream->mutex);
+    Engine* e = stream->engine.get();
+    if (stream->ended.load()) {
+        *error = fail(EV_ERROR_STREAM_ENDED, stream->cancel.load() ? "the stream was cancelled" : "the stream has ended");
+        return nullptr;
+    }
+    if (stream->cancel.load()) {
+        stream->ended.store(true);
+        std::lock_guard<std::mutex> lock(e->mutex);
+        stream->gen.finish(EV_FINISH_CANCELLED);
+        deactivate(stream);
+        *error = fail(EV_ERROR_STREAM_ENDED, "the stream was cancelled");
+        return nullptr;
+    }
+    if (e->freed.load() || e->unloaded.load()) {
+        stream->ended.store(true);
+        *error = fail(EV_ERROR_CONTEXT_INVALID, "the stream's context was freed or its model unloaded");
+        return nullptr;
+    }
+    std::string text;
+    ev_error_t code;
+    bool finished;
+    try {
+        std::lock_guard<std::mutex> lock(e->mutex);
+        if (e->model == nullptr) {
+            stream->ended.store(true);
+            *error = fail(EV_ERROR_CONTEXT_INVALID, "the stream's context has no model");
+            return nullptr;
+        }
+        code = stream->gen.next(&text, &stream->cancel);
+        finished = stream->gen.done;
+        if (finished) {
+            record_stats(e, stream->gen.current_stats());
+            e->refresh_memory_locked();
+            deactivate(stream);
+        }
+    } catch (const std::bad_alloc&) {
+        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory during generation");
+        return nullptr;
+    }
+    if (finished && e->pressure_check_pending.load()) e->check_pressure();
+    if (code != EV_SUCCESS) {
+        stream->ended.store(true);
+        *error = code;
+        return nullptr;
+    }
+    if (text.empty()) {
+        // finished with nothing more to say
+        stream->ended.store(true);
+        *error = EV_SUCCESS;
+        return nullptr;
+    }
+    // A final piece: the next call returns the end.
+    char* out = ev::dup_cstr(text);
+    if (out == nullptr) {
+        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory copying a piece");
+        return nullptr;
+    }
+    *error = EV_SUCCESS;
+    return out;
+}
+
+EV_API bool ev_stream_has_next(ev_stream stream) {
+    if (!stream_ok(stream)) return false;
+    return !stream->ended.load() && !stream->cancel.load();
+}
+
+EV_API void ev_stream_cancel(ev_stream stream) {
+    if (!stream_ok(stream)) return;
+    stream->cancel.store(true);
+    // Interrupt a decode in progress through the context's abort flag.
+    if (stream->engine->active_stream.load() == stream) stream->engine->cancel_requested.store(true);
+}
+
+EV_API void ev_stream_free(ev_stream stream) {
+    if (!stream_ok(stream)) return;
+    {
+        std::lock_guard<std::mutex> slock(stream->mutex);
+        stream->magic.store(ev::kDeadMagic);
+        deactivate(stream);
+        stream->ended.store(true);
+    }
+    std::shared_ptr<Engine> e = stream->engine;
+    {
+        // The sampler is freed under the context lock: it may reference the vocab.
+        std::lock_guard<std::mutex> lock(e->mutex);
+        if (stream->gen.smpl) {
+            llama_sampler_free(stream->gen.smpl);
+            stream->gen.smpl = nullptr;
+        }
+    }
+    delete stream;
+    if (e->pressure_check_pending.load() && !e->freed.load()) e->check_pressure();
+}
+
+EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_info* info) {
+    if (!stream_ok(stream)) return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+    if (info == nullptr) return fail(EV_ERROR_INVALID_PARAM, "info is NULL");
+    std::lock_guard<std::mutex> slock(stream->mutex);
+    const auto& g = stream->gen;
+    info->confidence = g.last_conf;
+    info->avg_confidence = g.conf_n > 0 ? static_cast<float>(g.conf_sum / g.conf_n) : -1.f;
+    info->needs_cloud_handoff = g.handoff;
+    info->token_index = g.n_generated;
+    return EV_SUCCESS;
+}
+
+EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
+    if (!stream_ok(stream)) return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+    if (stats == nullptr) return fail(EV_ERROR_INVALID_PARAM, "stats is NULL");
+    std::lock_guard<std::mutex> slock(stream->mutex);
+    *stats = stream->gen.current_stats();
+    return EV_SUCCESS;
+}
+
+}  // extern "C"
