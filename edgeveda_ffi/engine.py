@@ -178,6 +178,10 @@ class EdgeVeda:
     ) -> None:
         self._ctx: Any = None
         self._closed = True
+        # In-flight native calls: close() never frees the context under a
+        # running call; the last call to finish frees it instead.
+        self._state_lock = threading.Lock()
+        self._inflight = 0
         if config is None:
             if model_path is None:
                 raise ConfigurationException("Invalid parameter", "model_path (or config) is required")
@@ -242,14 +246,23 @@ class EdgeVeda:
     # ------------------------------------------------------------------ life
 
     def close(self) -> None:
-        """Free the model and context. Idempotent; later calls raise EngineClosedException."""
-        if self._closed:
-            return
-        self._closed = True
+        """Free the model and context. Idempotent; later calls raise EngineClosedException.
+
+        Safe while other threads use the engine: their running generation is
+        cancelled and the native context is freed when the last call returns.
+        """
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            busy = self._inflight > 0
         stream = self._stream_ref() if self._stream_ref else None
         if stream is not None:
             stream.close()
-        self._finalizer()
+        if busy:
+            lib.ev_generate_cancel(self._ctx)  # the context is alive until _release
+        else:
+            self._finalizer()
 
     @property
     def closed(self) -> bool:
@@ -265,10 +278,30 @@ class EdgeVeda:
         state = "closed" if self._closed else "open"
         return f"<EdgeVeda {os.path.basename(self.config.model_path)!r} {state}>"
 
-    def _handle(self) -> Any:
-        if self._closed:
-            raise EngineClosedException("Engine is closed", "this EdgeVeda was closed; create a new one")
-        return self._ctx
+    def _acquire(self) -> Any:
+        """The native context, counted as in use until :meth:`_release`."""
+        with self._state_lock:
+            if self._closed:
+                raise EngineClosedException("Engine is closed", "this EdgeVeda was closed; create a new one")
+            self._inflight += 1
+            return self._ctx
+
+    def _release(self) -> None:
+        with self._state_lock:
+            self._inflight -= 1
+            free_now = self._closed and self._inflight == 0
+        if free_now:
+            self._finalizer()  # runs once: weakref.finalize is idempotent
+
+    def _native(self, fn: Callable[..., int], *args: Any) -> None:
+        """Call ``fn(ctx, *args)`` while holding the context, and check the code."""
+        ctx = self._acquire()
+        try:
+            code = fn(ctx, *args)
+            err = last_error() if code != 0 else None
+        finally:
+            self._release()
+        self._check(code, err)
 
     def _check(self, code: int, details: Optional[str] = None) -> None:
         self._raise_pending()
@@ -302,7 +335,7 @@ class EdgeVeda:
         p = self._params(params, kwargs)
         data = _encode(prompt, "prompt")
         native = _NativeParams(p)
-        ctx = self._handle()
+        ctx = self._acquire()
 
         def call() -> Tuple[int, str, Optional[str], Optional[GenerationStats]]:
             out = ffi.new("char**")
@@ -317,7 +350,10 @@ class EdgeVeda:
             lib.ev_get_last_generation_stats(ctx, st)
             return 0, text, None, _stats_from(st)
 
-        code, text, err, stats = self._interruptible(call)
+        try:
+            code, text, err, stats = self._interruptible(call, ctx)
+        finally:
+            self._release()
         self._check(code, err)
         assert stats is not None
         return GenerateResult(
@@ -329,7 +365,7 @@ class EdgeVeda:
             latency_ms=stats.prompt_ms + stats.generation_ms,
         )
 
-    def _interruptible(self, fn: Callable[[], T]) -> T:
+    def _interruptible(self, fn: Callable[[], T], ctx: Any) -> T:
         """Run a blocking native call so that Ctrl-C cancels it.
 
         Signals reach only the main thread, and only between bytecodes; so
@@ -354,7 +390,7 @@ class EdgeVeda:
             while worker.is_alive():
                 worker.join(0.25)
         except KeyboardInterrupt:
-            lib.ev_generate_cancel(self._ctx)
+            lib.ev_generate_cancel(ctx)
             worker.join()
             raise
         if error:
@@ -379,11 +415,15 @@ class EdgeVeda:
         p = self._params(params, kwargs)
         data = _encode(prompt, "prompt")
         native = _NativeParams(p)
-        ctx = self._handle()
+        ctx = self._acquire()
         err = ffi.new("ev_error_t*")
-        handle = lib.ev_generate_stream(ctx, data, native.ptr, err)
+        try:
+            handle = lib.ev_generate_stream(ctx, data, native.ptr, err)
+            msg = last_error() if handle == ffi.NULL else None
+        finally:
+            self._release()
         if handle == ffi.NULL:
-            self._check(err[0])
+            self._check(err[0], msg)
             raise GenerationException("ev_generate_stream returned NULL")  # pragma: no cover
         stream = TokenStream(self, handle, token_info)
         self._stream_ref = weakref.ref(stream)
@@ -425,7 +465,6 @@ class EdgeVeda:
 
     def apply_chat_template(self, messages: Sequence[ChatMessage], add_assistant: bool = True) -> str:
         """The prompt text for ``messages`` in the model's template."""
-        ctx = self._handle()
         keep: List[Any] = []
         arr = ffi.new("ev_chat_message[]", max(len(messages), 1))
         for i, m in enumerate(messages):
@@ -441,7 +480,7 @@ class EdgeVeda:
             arr[i].role = r
             arr[i].content = c
         out = ffi.new("char**")
-        self._check(lib.ev_chat_apply_template(ctx, arr, len(messages), add_assistant, out))
+        self._native(lib.ev_chat_apply_template, arr, len(messages), add_assistant, out)
         try:
             return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
         finally:
@@ -452,23 +491,28 @@ class EdgeVeda:
 
         Prompt processing is interrupted too. No effect when nothing runs.
         """
-        if self._closed:
+        try:
+            ctx = self._acquire()
+        except EngineClosedException:
             return
-        lib.ev_generate_cancel(self._ctx)
+        try:
+            lib.ev_generate_cancel(ctx)
+        finally:
+            self._release()
 
     def reset(self) -> None:
         """Forget the conversation state (KV cache and prompt cache)."""
-        self._check(lib.ev_reset(self._handle()))
+        self._native(lib.ev_reset)
 
     def set_prompt_cache(self, enabled: bool) -> None:
         """Reuse the KV cache for prompts that extend the previous one (default on)."""
-        self._check(lib.ev_set_prompt_cache(self._handle(), bool(enabled)))
+        self._native(lib.ev_set_prompt_cache, bool(enabled))
 
     @property
     def last_stats(self) -> GenerationStats:
         """Stats of this thread's last finished generation on this engine."""
         st = ffi.new("ev_generation_stats*")
-        self._check(lib.ev_get_last_generation_stats(self._handle(), st))
+        self._native(lib.ev_get_last_generation_stats, st)
         return _stats_from(st)
 
     # ---------------------------------------------------------- tokenizer
@@ -478,7 +522,7 @@ class EdgeVeda:
         data = _encode(text, "text")
         toks = ffi.new("int32_t**")
         n = ffi.new("int*")
-        self._check(lib.ev_tokenize(self._handle(), data, add_special, parse_special, toks, n))
+        self._native(lib.ev_tokenize, data, add_special, parse_special, toks, n)
         try:
             return list(ffi.unpack(toks[0], n[0])) if n[0] else []
         finally:
@@ -491,7 +535,7 @@ class EdgeVeda:
         except (OverflowError, TypeError) as exc:
             raise ConfigurationException("Invalid parameter", f"tokens must be int32 ids: {exc}") from None
         out = ffi.new("char**")
-        self._check(lib.ev_detokenize(self._handle(), arr, len(arr), special, out))
+        self._native(lib.ev_detokenize, arr, len(arr), special, out)
         try:
             return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
         finally:
@@ -503,7 +547,7 @@ class EdgeVeda:
         """A mean-pooled, L2-normalized embedding of ``text`` (up to 512 tokens)."""
         data = _encode(text, "text")
         res = ffi.new("ev_embed_result*")
-        self._check(lib.ev_embed(self._handle(), data, res))
+        self._native(lib.ev_embed, data, res)
         try:
             values = list(ffi.unpack(res.embeddings, res.dimensions))
             return EmbeddingResult(values, int(res.dimensions), int(res.token_count))
@@ -517,7 +561,7 @@ class EdgeVeda:
         """Name, architecture, parameters, context length, embedding size, layers."""
         if self._model_info is None:
             info = ffi.new("ev_model_info*")
-            self._check(lib.ev_get_model_info(self._handle(), info))
+            self._native(lib.ev_get_model_info, info)
             self._model_info = ModelInfo(
                 name=c_str(info.name),
                 architecture=c_str(info.architecture),
@@ -531,12 +575,19 @@ class EdgeVeda:
     @property
     def is_valid(self) -> bool:
         """False once closed, or after the model was unloaded under memory pressure."""
-        return not self._closed and bool(lib.ev_is_valid(self._ctx))
+        try:
+            ctx = self._acquire()
+        except EngineClosedException:
+            return False
+        try:
+            return bool(lib.ev_is_valid(ctx))
+        finally:
+            self._release()
 
     def memory_stats(self) -> MemoryStats:
         """llama.cpp's buffer sizes for this engine (returns at once, from any thread)."""
         st = ffi.new("ev_memory_stats*")
-        self._check(lib.ev_get_memory_usage(self._handle(), st))
+        self._native(lib.ev_get_memory_usage, st)
         return MemoryStats(
             current_bytes=int(st.current_bytes),
             peak_bytes=int(st.peak_bytes),
@@ -551,7 +602,7 @@ class EdgeVeda:
         ``auto_unload_on_memory_pressure`` the model is unloaded."""
         if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or not 0 <= limit_bytes < 2**63:
             raise ConfigurationException("Invalid parameter", f"limit_bytes={limit_bytes!r}: an int >= 0")
-        self._check(lib.ev_set_memory_limit(self._handle(), limit_bytes))
+        self._native(lib.ev_set_memory_limit, limit_bytes)
         self._raise_pending()
 
     def on_memory_pressure(
@@ -565,14 +616,13 @@ class EdgeVeda:
         """
         if not callable(callback):
             raise ConfigurationException("Invalid parameter", "callback must be callable")
-        ctx = self._handle()
-        self._pressure_callbacks.append(callback)
         if self._pressure_box is None:
             box = CallbackBox(self._dispatch_pressure)
             handle = ffi.new_handle(box)
-            self._check(lib.ev_set_memory_pressure_callback(ctx, lib._ev_py_pressure, handle))
+            self._native(lib.ev_set_memory_pressure_callback, lib._ev_py_pressure, handle)
             self._pressure_box = box
             self._boxes += [box, handle]
+        self._pressure_callbacks.append(callback)
 
         def remove() -> None:
             self.remove_memory_pressure_callback(callback)
