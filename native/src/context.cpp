@@ -123,8 +123,11 @@ void Engine::check_pressure() {
         }
         if (cb) cb(ud, cur, lim);  // no lock of ours held
     }
-    if (config.auto_unload_on_memory_pressure && limit.load() != 0 && current.load() > limit.load() &&
-        active_stream.load() == nullptr) {
+    if (config.auto_unload_on_memory_pressure && limit.load() != 0 && current.load() > limit.load()) {
+        if (active_stream.load() != nullptr) {
+            pressure_check_pending.store(true);  // unload when the stream ends
+            return;
+        }
         std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
         if (!lock.owns_lock()) {
             pressure_check_pending.store(true);  // the worker will retry at its safe point
