@@ -12,7 +12,9 @@ HTTP (``HttpDownload``):
   URL and sha256, the prefix is hashed first, then ``Range: bytes=N-`` is sent
   with ``If-Range`` (the strong ETag, else Last-Modified). 206 with a matching
   ``Content-Range`` → append; 200 → the server ignored the range or the file
-  changed → restart from 0; 416 → delete the ``.tmp`` and restart once. A
+  changed → restart from 0; 416 → delete the ``.tmp`` and restart once (unless
+  its ``Content-Range: bytes */N`` says N is exactly what the ``.tmp`` holds:
+  then the ``.tmp`` is complete and goes to verification). A
   ``.tmp`` with neither a validator nor an expected sha256 is never resumed
   (nothing could tell a changed file). A ``.tmp`` that already has the
   expected size is verified without any request.
@@ -214,6 +216,9 @@ def _parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 
 
 def _parse_content_range(value: Optional[str]) -> Optional[tuple[int, int, Optional[int]]]:
@@ -429,6 +434,11 @@ class HttpDownload:
                 retry_after=_parse_retry_after(resp.headers.get("Retry-After")),
             )
         if status == 416:
+            m = _UNSATISFIED_RANGE.match(resp.headers.get("Content-Range") or "")
+            if offset and m and int(m.group(1)) == offset:
+                # the server says the file has exactly the bytes we hold: complete
+                # (checked by the manager like any other download)
+                return hasher.hexdigest(), offset
             if offset:
                 raise _Restart416()
             raise source_error("Download failed: HTTP 416", self.url)

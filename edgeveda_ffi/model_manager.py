@@ -604,22 +604,33 @@ class ModelManager:
         d = self._models_dir
         if not d.is_dir():
             return []
-        ids: set[str] = set()
-        candidates: set[str] = set(self._registry)
+        named: set[str] = set(self._registry)
+        bare: set[str] = set()
         for p in d.iterdir():
             name = p.name
             if name.startswith(".") or name.endswith((".tmp", ".tmp.json", ".lock")):
                 continue
             if name.endswith(".json"):
-                candidates.add(name[: -len(".json")])
+                named.add(name[: -len(".json")])
             elif name.endswith((".gguf", ".bin")):
-                candidates.add(name.rsplit(".", 1)[0])
-        for model_id in candidates:
+                bare.add(name.rsplit(".", 1)[0])
+        ids: set[str] = set()
+        claimed: set[Path] = set()
+        for model_id in named:
             try:
-                if is_regular_file(self.get_model_path(model_id)):
-                    ids.add(model_id)
+                path = self.get_model_path(model_id)
             except ConfigurationException:
                 continue
+            if is_regular_file(path):
+                ids.add(model_id)
+                claimed.add(path)
+        for model_id in bare - named:  # a model file with neither sidecar nor registry entry
+            try:
+                path = self.get_model_path(model_id)
+            except ConfigurationException:
+                continue
+            if path not in claimed and is_regular_file(path):
+                ids.add(model_id)
         return sorted(ids)
 
     def total_size(self) -> int:
