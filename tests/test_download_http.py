@@ -454,7 +454,10 @@ def test_slow_trickle_completes(http_server: FaultyHTTPServer, tmp_path: Path) -
     http_server.add("/m", data, trickle=(4096, 0.002))
     mm = make_manager(tmp_path, stall_timeout=0.5)
     rec = Recorder(mm.models_dir / "m.gguf")
-    assert mm.download(spec_for(http_server.url("/m"), data=data), on_progress=rec).read_bytes() == data
+    assert (
+        mm.download(spec_for(http_server.url("/m"), data=data), on_progress=rec).read_bytes()
+        == data
+    )
     rec.check()
 
 
@@ -463,9 +466,9 @@ def test_slow_trickle_completes(http_server: FaultyHTTPServer, tmp_path: Path) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _cancel_when(pred: Callable[[DownloadProgress], bool], token: CancelToken) -> Callable[
-    [DownloadProgress], None
-]:
+def _cancel_when(
+    pred: Callable[[DownloadProgress], bool], token: CancelToken
+) -> Callable[[DownloadProgress], None]:
     def on_progress(ev: DownloadProgress) -> None:
         if pred(ev):
             token.cancel()
@@ -568,8 +571,11 @@ def test_next_source_after_a_failing_one(http_server: FaultyHTTPServer, tmp_path
     http_server.add("/m", DATA)
     mm = make_manager(tmp_path)
     spec = ModelSpec(
-        id="m", name="m", sources=(http_server.url("/gone"), http_server.url("/m")),
-        size_bytes=SIZE, sha256=SHA,
+        id="m",
+        name="m",
+        sources=(http_server.url("/gone"), http_server.url("/m")),
+        size_bytes=SIZE,
+        sha256=SHA,
     )
     assert mm.download(spec).read_bytes() == DATA
     assert mm.get_metadata("m")["source"] == http_server.url("/m")  # type: ignore[index]

