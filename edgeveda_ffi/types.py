@@ -102,7 +102,9 @@ def validate_model_id(model_id: object) -> str:
 
     A safe id is 1–128 characters of ``A-Z a-z 0-9 . _ + -``, starting with a
     letter or digit: no ``/``, ``\\``, ``..``, NUL, drive or absolute path, so
-    ``<models_dir>/<id>.<ext>`` always stays inside the models folder.
+    ``<models_dir>/<id>.<ext>`` always stays inside the models folder. It may not
+    end in ``.tmp``, ``.json``, ``.lock`` or ``.part`` (the manager's own files).
+    Raises ``ConfigurationException``.
     """
     if not isinstance(model_id, str):
         raise ConfigurationException(

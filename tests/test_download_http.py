@@ -596,3 +596,26 @@ def test_memory_stays_flat_on_a_large_download(
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB for a 48 MB download"
     assert hashlib.sha256((mm.models_dir / "m.gguf").read_bytes()).hexdigest() == spec.sha256
+
+
+def test_lock_timeout_and_cancel_while_waiting_for_another_download(
+    http_server: FaultyHTTPServer, tmp_path: Path
+) -> None:
+    http_server.add("/m", DATA, trickle=(16 * 1024, 0.01))  # ~0.7 s
+    spec = spec_for(http_server.url("/m"))
+    holder = make_manager(tmp_path)
+    t = threading.Thread(target=holder.download, args=(spec,))
+    t.start()
+    tmp = holder.models_dir / "m.gguf.tmp"
+    deadline = time.monotonic() + 10
+    while not tmp.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(DownloadException, match="Timed out waiting"):
+        make_manager(tmp_path, lock_timeout=0.2).download(spec)
+    token = CancelToken()
+    threading.Timer(0.1, token.cancel).start()
+    with pytest.raises(DownloadCancelledException):
+        make_manager(tmp_path).download(spec, cancel_token=token)
+    t.join(10)
+    assert (holder.models_dir / "m.gguf").read_bytes() == DATA
+    assert len(http_server.requests_for("/m")) == 1  # the waiters never fetched
