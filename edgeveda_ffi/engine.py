@@ -390,8 +390,14 @@ class EdgeVeda:
             while worker.is_alive():
                 worker.join(0.25)
         except KeyboardInterrupt:
+            # The native call must end before the caller may release (and
+            # perhaps free) the context: wait for it, even through more Ctrl-Cs.
             lib.ev_generate_cancel(ctx)
-            worker.join()
+            while worker.is_alive():
+                try:
+                    worker.join()
+                except KeyboardInterrupt:
+                    lib.ev_generate_cancel(ctx)
             raise
         if error:
             raise error[0]
@@ -683,7 +689,14 @@ class TokenStream(Iterator[Any]):
                 lib.ev_free_string(ptr)
 
     def __next__(self) -> Any:
-        text = self._next_text()
+        try:
+            text = self._next_text()
+        except BaseException:
+            # Ctrl-C (or an error) inside the loop: the traceback keeps this
+            # object alive, so free the native stream now; otherwise the
+            # engine would refuse every generation while the traceback lives.
+            self._free_native()
+            raise
         if text is None:
             raise StopIteration
         if self._token_info:
@@ -725,15 +738,20 @@ class TokenStream(Iterator[Any]):
 
     def close(self) -> None:
         """Cancel and free the native stream. Idempotent."""
+        if self._free_native():
+            self._engine._raise_pending()
+
+    def _free_native(self) -> bool:
+        """Cancel and free the native stream; False when it was already freed."""
         h = self._handle
         if h is None:
-            return
+            return False
         lib.ev_stream_cancel(h)
         with self._lock:
             self._handle = None
             self._done = True
             self._finalizer()
-        self._engine._raise_pending()
+        return True
 
     @property
     def closed(self) -> bool:
