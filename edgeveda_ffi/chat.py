@@ -45,8 +45,9 @@ class ChatSession:
 
     def send(self, message: str, **params: Any) -> GenerateResult:
         """Add a user message, generate the answer, add it to the history."""
+        p = GenerationParams.from_kwargs(self.defaults, **params)  # validated first
         prompt = self._prompt_with(message)
-        result = self.engine.generate(prompt, GenerationParams.from_kwargs(self.defaults, **params))
+        result = self.engine.generate(prompt, p)
         self._commit(message, result.text)
         self.last_result = result
         return result
@@ -54,9 +55,10 @@ class ChatSession:
     def stream(self, message: str, **params: Any) -> Iterator[str]:
         """Like :meth:`send`, yielding pieces; the answer joins the history when
         the stream ends (also when it is left early: the partial answer)."""
+        p = GenerationParams.from_kwargs(self.defaults, **params)  # validated first
         prompt = self._prompt_with(message)
         pieces: List[str] = []
-        with self.engine.stream(prompt, GenerationParams.from_kwargs(self.defaults, **params)) as s:
+        with self.engine.stream(prompt, p) as s:
             try:
                 for piece in s:
                     pieces.append(piece)

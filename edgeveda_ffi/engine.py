@@ -461,7 +461,8 @@ class EdgeVeda:
     ) -> GenerateResult:
         """Answer a conversation (``[{"role": ..., "content": ...}, ...]``) with
         the model's own chat template."""
-        return self.generate(self.apply_chat_template(messages), params, **kwargs)
+        p = self._params(params, kwargs)  # validated before any native call
+        return self.generate(self.apply_chat_template(messages), p)
 
     def chat_session(self, system_prompt: Optional[str] = None, **defaults: Any) -> "ChatSession":
         """A :class:`ChatSession` that keeps the history on this engine."""
