@@ -133,6 +133,15 @@ def _free_context(ctx: Any, boxes: List[Any]) -> None:
     boxes.clear()  # handles may go only after the context can no longer call them
 
 
+def _weak_dispatch(ref: "weakref.ref[EdgeVeda]") -> Callable[[int, int], None]:
+    def dispatch(current: int, limit: int) -> None:
+        engine = ref()
+        if engine is not None:
+            engine._dispatch_pressure(current, limit)
+
+    return dispatch
+
+
 @dataclass(frozen=True)
 class StreamPiece:
     """A streamed piece with its token information (``stream(..., token_info=True)``)."""
@@ -624,7 +633,9 @@ class EdgeVeda:
         if not callable(callback):
             raise ConfigurationException("Invalid parameter", "callback must be callable")
         if self._pressure_box is None:
-            box = CallbackBox(self._dispatch_pressure)
+            # The box must not hold the engine strongly: the finalizer keeps the
+            # boxes alive, so a bound method here would make the engine immortal.
+            box = CallbackBox(_weak_dispatch(weakref.ref(self)))
             handle = ffi.new_handle(box)
             self._native(lib.ev_set_memory_pressure_callback, lib._ev_py_pressure, handle)
             self._pressure_box = box
