@@ -1,0 +1,496 @@
+"""Shared pieces of the ``edgeveda`` command: errors and exit codes, logging,
+progress bars, model resolution and Ctrl-C-aware streaming.
+
+Nothing here imports the native extension at module level, so ``edgeveda
+models ...`` works (and fails clearly) without a built core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
+
+from .errors import ConfigurationException, EdgeVedaException
+
+if TYPE_CHECKING:
+    from .model_manager import ModelManager
+    from .types import DownloadProgress, ModelSpec
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "CliError",
+    "UsageError",
+    "Interrupted",
+    "JSON_GBNF",
+    "MODEL_ENV",
+    "error_line",
+    "setup_logging",
+    "usage_from_config_error",
+    "resolve_model",
+    "fetch_model",
+    "verify_model",
+    "pump",
+    "human_bytes",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # a runtime error: model, download, inference, file system
+EXIT_USAGE = 2  # the command line itself is wrong (argparse, flag values)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+#: Environment variable naming the model used when ``--model`` is not given.
+MODEL_ENV = "EDGEVEDA_MODEL"
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A user-facing error: one line on stderr, then ``exit_code``."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, exit_code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(CliError):
+    """A bad command line (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(CliError):
+    """Ctrl-C ended the command (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+# --------------------------------------------------------------------------- errors
+
+_MAX_DETAIL = 400
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def error_line(exc: BaseException, full: bool = False) -> str:
+    """The one line printed for ``exc`` (without the ``edgeveda: error:`` prefix).
+
+    EdgeVeda exceptions read ``ClassName: message (details)``, as their
+    ``str()`` does; long native details are shortened unless ``full``.
+    """
+    limit = 100_000 if full else _MAX_DETAIL
+    if isinstance(exc, CliError):
+        return _one_line(exc.message, limit)
+    if isinstance(exc, EdgeVedaException):
+        name = type(exc).__name__
+        if exc.details:
+            return f"{name}: {_one_line(exc.message, 200)} ({_one_line(exc.details, limit)})"
+        return f"{name}: {_one_line(exc.message, limit)}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _one_line(f"{exc.strerror}{where}", limit)
+    text = str(exc) or type(exc).__name__
+    return _one_line(f"{type(exc).__name__}: {text}", limit)
+
+
+# Flag names of the fields that GenerationParams and Config validate.
+_FLAGS = {
+    "max_tokens": "--max-tokens",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "top_k": "--top-k",
+    "repeat_penalty": "--repeat-penalty",
+    "seed": "--seed",
+    "stop": "--stop",
+    "grammar": "--grammar",
+    "min_p": "--min-p",
+    "context_size": "--ctx-size",
+    "num_threads": "--threads",
+    "batch_size": "--batch-size",
+    "backend": "--backend",
+    "gpu_layers": "--gpu-layers",
+}
+
+
+def usage_from_config_error(exc: ConfigurationException) -> UsageError:
+    """A ConfigurationException raised while validating flags, as a UsageError
+    naming the flag (``argument --temperature: -1.0: >= 0 (0 = greedy)``)."""
+    details = exc.details or exc.message
+    field = re.split(r"[=\[ ]", details, maxsplit=1)[0]
+    flag = _FLAGS.get(field)
+    if flag is None:
+        return UsageError(_one_line(details, _MAX_DETAIL))
+    value = details.split("=", 1)[1] if "=" in details else details
+    return UsageError(f"argument {flag}: invalid value {_one_line(value, _MAX_DETAIL)}")
+
+
+# -------------------------------------------------------------------------- logging
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.name == "edgeveda_ffi.llama":
+            return f"llama.cpp: {msg}"
+        return f"edgeveda: {record.levelname.lower()}: {msg}"
+
+
+def _not_progress_dots(record: logging.LogRecord) -> bool:
+    # llama.cpp prints a load progress bar as lines of "." through its logger.
+    return record.name != "edgeveda_ffi.llama" or record.getMessage().strip(". ") != ""
+
+
+def setup_logging(verbose: int, debug: bool) -> None:
+    """Route the package's logs to stderr.
+
+    llama.cpp's logs (the ``edgeveda_ffi.llama`` logger) are silent by
+    default, INFO with ``-v`` and DEBUG with ``-vv``; the model manager's
+    warnings (a source that failed before the next one is tried, an invalid
+    file removed) show with ``-v``.
+    """
+    pkg = logging.getLogger("edgeveda_ffi")
+    for h in list(pkg.handlers):
+        if getattr(h, "_edgeveda_cli", False):
+            pkg.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    handler.addFilter(_not_progress_dots)
+    handler._edgeveda_cli = True  # type: ignore[attr-defined]
+    pkg.addHandler(handler)
+    pkg.propagate = False
+    pkg.setLevel(
+        logging.DEBUG if (debug or verbose >= 2) else logging.INFO if verbose else logging.WARNING
+    )
+    # A failed source is retried from the next one; the final error says it all.
+    logging.getLogger("edgeveda_ffi.model_manager").setLevel(
+        logging.NOTSET if verbose else logging.ERROR
+    )
+    llama = logging.getLogger("edgeveda_ffi.llama")
+    if verbose <= 0:
+        llama.setLevel(logging.CRITICAL + 1)
+    else:
+        llama.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+
+
+# ------------------------------------------------------------------- progress bars
+
+
+def human_bytes(n: Optional[float]) -> str:
+    """``98362432`` → ``93.8 MiB``."""
+    if n is None:
+        return "?"
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(v) < 1024 or unit == "GiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"  # pragma: no cover
+
+
+class _Bar:
+    """A tqdm bar on stderr fed by ``DownloadProgress`` events or byte counts.
+
+    Hidden when stderr is not a terminal (tqdm's ``disable=None``) unless
+    ``EDGEVEDA_PROGRESS=1``; ``EDGEVEDA_PROGRESS=0`` hides it always.
+    """
+
+    def __init__(self, desc: str, total: Optional[int]) -> None:
+        from tqdm import tqdm
+
+        env = os.environ.get("EDGEVEDA_PROGRESS")
+        disable: Optional[bool] = None if env is None else env.strip() in ("0", "", "false", "no")
+        self._bar: Any = tqdm(
+            total=total,
+            desc=desc,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=disable,
+            leave=True,
+            dynamic_ncols=True,
+        )
+
+    def on_progress(self, ev: DownloadProgress) -> None:
+        bar = self._bar
+        if ev.total_bytes is not None and bar.total != ev.total_bytes:
+            bar.total = ev.total_bytes
+            bar.refresh()
+        delta = ev.downloaded_bytes - bar.n
+        if delta > 0:
+            bar.update(delta)
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _note(text: str) -> None:
+    print(f"edgeveda: {text}", file=sys.stderr, flush=True)
+
+
+def _run_cancellable(fn: Callable[[], T], cancel: Callable[[], None], what: str) -> T:
+    """Run ``fn`` in a worker thread so Ctrl-C can ``cancel()`` it cleanly.
+
+    On Ctrl-C the worker is cancelled and joined, then :class:`Interrupted`
+    is raised (exit 130).
+    """
+    result: List[T] = []
+    error: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name=f"edgeveda-{what}", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.1)
+        except KeyboardInterrupt:
+            interrupted = True
+            cancel()
+    if interrupted:
+        raise Interrupted(f"{what} interrupted (run the same command again to resume)")
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# --------------------------------------------------------------- model resolution
+
+
+def _looks_like_path(raw: str) -> bool:
+    return (
+        os.sep in raw
+        or (os.altsep is not None and os.altsep in raw)
+        or raw.startswith((".", "~"))
+        or raw.lower().endswith((".gguf", ".bin"))
+    )
+
+
+def fetch_model(manager: ModelManager, spec: ModelSpec) -> Path:
+    """``manager.ensure(spec)`` with a progress bar; Ctrl-C cancels it (exit 130)."""
+    from .model_manager import CancelToken
+
+    size = f" ({human_bytes(spec.size_bytes)})" if spec.size_bytes is not None else ""
+    _note(f"fetching {spec.id}{size} into {manager.models_dir}")
+    token = CancelToken()
+    bar = _Bar(spec.id, spec.size_bytes)
+    try:
+        path = _run_cancellable(
+            lambda: manager.ensure(spec, cancel_token=token, on_progress=bar.on_progress),
+            token.cancel,
+            "download",
+        )
+    finally:
+        bar.close()
+    return path
+
+
+def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
+    """A model file from ``--model`` (a path or an id), ``$EDGEVEDA_MODEL`` or the default.
+
+    An existing file is used as is. A known id is used from the models folder
+    when it is there (size checked; ``edgeveda models verify`` checks the
+    sha256), otherwise fetched first with a progress bar.
+    """
+    from .model_manager import DEFAULT_MODEL_ID
+
+    raw = id_or_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_ID
+    path = Path(raw).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise CliError(f"model {raw!r} is a directory, not a GGUF file")
+    if _looks_like_path(raw):
+        raise CliError(f"model file not found: {raw}")
+    try:
+        spec = manager.get_spec(raw)
+    except ConfigurationException:
+        raise CliError(f"model not found: {raw!r} is neither a file nor a valid model id") from None
+    if manager.is_downloaded(raw):
+        return manager.get_model_path(raw)
+    if spec is None:
+        known = ", ".join(sorted(s.id for s in manager.known_models()))
+        raise CliError(
+            f"unknown model {raw!r}: not a file and not a known model id "
+            f"(known: {known}; see `edgeveda models list`)"
+        )
+    return fetch_model(manager, spec)
+
+
+def verify_model(manager: ModelManager, model_id: str) -> Dict[str, Any]:
+    """Check a downloaded model's size and sha256 with a progress bar.
+
+    The expected digest is the registry's (or the spec's), else the one the
+    sidecar recorded when the model was placed. Raises CliError when the
+    model is absent, ChecksumException/ModelValidationException when it is bad.
+    """
+    from .errors import ChecksumException, ModelValidationException
+
+    spec = manager.get_spec(model_id)
+    path = manager.get_model_path(model_id)
+    if not path.is_file():
+        raise CliError(
+            f"model {model_id!r} is not downloaded (run `edgeveda models download {model_id}`)"
+        )
+    meta = manager.get_metadata(model_id) or {}
+    size = path.stat().st_size
+    expected_size = spec.size_bytes if spec is not None else meta.get("size_bytes")
+    expected_sha = spec.sha256 if spec is not None else None
+    source = "registry"
+    if expected_sha is None and isinstance(meta.get("sha256"), str):
+        expected_sha = str(meta["sha256"]).lower()
+        source = "sidecar"
+    if isinstance(expected_size, int) and size != expected_size:
+        raise ModelValidationException(
+            "Size mismatch", f"{model_id}: {size} bytes at {path}, expected {expected_size}"
+        )
+    h = hashlib.sha256()
+    bar = _Bar(f"verify {model_id}", size)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                h.update(chunk)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    actual = h.hexdigest()
+    if expected_sha is not None and actual != expected_sha:
+        raise ChecksumException(
+            "SHA256 checksum mismatch",
+            f"{model_id}: expected {expected_sha}, actual {actual} ({path})",
+        )
+    return {
+        "id": model_id,
+        "path": str(path),
+        "size_bytes": size,
+        "sha256": actual,
+        "checked_against": source if expected_sha is not None else None,
+    }
+
+
+# ---------------------------------------------------------------- Ctrl-C streaming
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[], None]) -> bool:
+    """Write the pieces of a stream as they come; True if Ctrl-C stopped it.
+
+    The stream is consumed in a worker thread, so Ctrl-C is seen at once even
+    while the core processes a long prompt: the main thread then calls
+    ``cancel()`` (lock-free in the core) until the worker has ended, and the
+    stream is closed in the worker (a ``ChatSession`` keeps the partial answer).
+    Errors of the stream are re-raised here.
+    """
+    q: queue.Queue[object] = queue.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for piece in pieces:
+                q.put(piece)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            q.put(_Failed(exc))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except BaseException as exc:  # noqa: BLE001
+                    q.put(_Failed(exc))
+            q.put(_DONE)
+
+    worker = threading.Thread(target=work, name="edgeveda-stream", daemon=True)
+    worker.start()
+    interrupted = False
+    failed: Optional[BaseException] = None
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, _Failed):
+                failed = item.exc
+                break
+            write(item)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        interrupted = True
+    if failed is not None:
+        worker.join()
+        raise failed
+    if interrupted:
+        stop.set()
+        while worker.is_alive():
+            try:
+                cancel()
+                worker.join(0.05)
+            except KeyboardInterrupt:
+                continue
+        # what was produced before the cancel took effect
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, str):
+                write(item)
+    worker.join()
+    return interrupted
+
+
+# JSON mode: a GBNF grammar for one JSON object (after llama.cpp's
+# grammars/json.gbnf, with whitespace bounded so small models cannot loop on it).
+JSON_GBNF = r"""
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
+array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
+number ::= integer fraction? exponent? ws
+integer ::= "-"? ( [0-9] | [1-9] [0-9]{0,15} )
+fraction ::= "." [0-9]{1,16}
+exponent ::= [eE] [-+]? [0-9]{1,4}
+ws     ::= | " " | "\n" [ \t]{0,20}
+"""
