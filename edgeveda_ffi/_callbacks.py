@@ -12,7 +12,7 @@ call is waiting for it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from ._ffi import ffi
 
@@ -20,6 +20,16 @@ _log = logging.getLogger("edgeveda_ffi")
 _llama_log = logging.getLogger("edgeveda_ffi.llama")
 
 _LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _extern(fn: _F) -> _F:
+    """``@ffi.def_extern()`` with its type kept (cffi is untyped): attaches ``fn``
+    to the ``extern "Python"`` declaration of the same name."""
+    ffi.def_extern()(fn)
+    return fn
 
 
 class CallbackBox:
@@ -36,7 +46,7 @@ class CallbackBox:
         return exc
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@_extern
 def _ev_py_pressure(user_data: Any, current: int, limit: int) -> None:
     try:
         box: CallbackBox = ffi.from_handle(user_data)
@@ -52,7 +62,7 @@ def _ev_py_pressure(user_data: Any, current: int, limit: int) -> None:
             _log.error("memory pressure callback raised again: %r", exc)
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@_extern
 def _ev_py_load_progress(progress: float, user_data: Any) -> bool:
     box: CallbackBox = ffi.from_handle(user_data)
     try:
@@ -63,7 +73,7 @@ def _ev_py_load_progress(progress: float, user_data: Any) -> bool:
     return result is not False
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@_extern
 def _ev_py_log(level: int, text: Any, user_data: Any) -> None:
     try:
         msg = bytes(ffi.string(text)).decode("utf-8", errors="replace").rstrip("\n")

@@ -12,7 +12,7 @@ from ._version import HEADER_VERSION
 from .errors import check
 
 try:
-    from ._native import ffi, lib  # type: ignore[import-not-found]
+    from ._native import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "edgeveda_ffi's native extension (edgeveda_ffi._native) is not built: "

@@ -26,7 +26,9 @@ class ChatSession:
         **defaults: generation parameters for every turn (``max_tokens`` ...).
     """
 
-    def __init__(self, engine: "EdgeVeda", system_prompt: Optional[str] = None, **defaults: Any) -> None:
+    def __init__(
+        self, engine: EdgeVeda, system_prompt: Optional[str] = None, **defaults: Any
+    ) -> None:
         self.engine = engine
         self.system_prompt = system_prompt
         self.defaults = GenerationParams.from_kwargs(engine.defaults, **defaults)
@@ -67,7 +69,8 @@ class ChatSession:
                 self._commit(message, "".join(pieces))
 
     def _prompt_with(self, message: str) -> str:
-        return self.engine.apply_chat_template(self.messages + [{"role": "user", "content": message}])
+        turn = {"role": "user", "content": message}
+        return self.engine.apply_chat_template([*self.messages, turn])
 
     def _commit(self, message: str, answer: str) -> None:
         self.messages.append({"role": "user", "content": message})

@@ -38,7 +38,7 @@ class Backend(enum.IntEnum):
     CPU = 3
 
     @classmethod
-    def parse(cls, value: "Backend | int | str") -> "Backend":
+    def parse(cls, value: Backend | int | str) -> Backend:
         """A Backend from an enum member, its int value or its name (any case)."""
         if isinstance(value, Backend):
             return value
@@ -71,7 +71,7 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"
 
     @classmethod
-    def from_native(cls, value: int) -> "FinishReason":
+    def from_native(cls, value: int) -> FinishReason:
         return _FINISH_BY_CODE.get(int(value), cls.NONE)
 
 
@@ -142,7 +142,7 @@ class Config:
     def __post_init__(self) -> None:
         path = self.model_path
         if hasattr(path, "__fspath__"):
-            object.__setattr__(self, "model_path", str(path.__fspath__()))  # type: ignore[union-attr]
+            object.__setattr__(self, "model_path", str(path.__fspath__()))
         elif not isinstance(path, str):
             raise _bad("model_path", path, "must be a path (str or os.PathLike)")
         if not self.model_path:
@@ -151,12 +151,15 @@ class Config:
         _check_int("num_threads", self.num_threads, 0, 1024, "0 (auto) to 1024")
         _check_int("context_size", self.context_size, 0, _INT32_MAX, ">= 0 (0 = the model's own)")
         _check_int("batch_size", self.batch_size, 1, _INT32_MAX, ">= 1")
-        _check_int("memory_limit_bytes", self.memory_limit_bytes, 0, 2**63 - 1, ">= 0 (0 = no limit)")
+        _check_int(
+            "memory_limit_bytes", self.memory_limit_bytes, 0, 2**63 - 1, ">= 0 (0 = no limit)"
+        )
         _check_int("gpu_layers", self.gpu_layers, -1, _INT32_MAX, ">= -1 (-1 = all)")
         _check_int("seed", self.seed, -1, _INT32_MAX, "-1 (random) or 0 to 2147483647")
         _check_int("flash_attn", self.flash_attn, -1, 1, "-1 (auto), 0 (off) or 1 (on)")
-        _check_int("kv_cache_type_k", self.kv_cache_type_k, 0, 40, "a ggml_type: 0 F32, 1 F16, 8 Q8_0")
-        _check_int("kv_cache_type_v", self.kv_cache_type_v, 0, 40, "a ggml_type: 0 F32, 1 F16, 8 Q8_0")
+        kv_types = "a ggml_type: 0 F32, 1 F16, 8 Q8_0"
+        _check_int("kv_cache_type_k", self.kv_cache_type_k, 0, 40, kv_types)
+        _check_int("kv_cache_type_v", self.kv_cache_type_v, 0, 40, kv_types)
         for name in ("auto_unload_on_memory_pressure", "use_mmap", "use_mlock"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, getattr(self, name), "must be True or False")
@@ -194,7 +197,9 @@ class GenerationParams:
         _check_float("temperature", self.temperature, 0.0, None, ">= 0 (0 = greedy)")
         _check_float("top_p", self.top_p, 0.0, 1.0, "in [0, 1] (1 = off)")
         _check_int("top_k", self.top_k, 0, _INT32_MAX, ">= 0 (0 = off)")
-        _check_float("repeat_penalty", self.repeat_penalty, 0.0, None, "> 0 (1 = off)", lo_open=True)
+        _check_float(
+            "repeat_penalty", self.repeat_penalty, 0.0, None, "> 0 (1 = off)", lo_open=True
+        )
         _check_float("frequency_penalty", self.frequency_penalty, None, None, "a finite number")
         _check_float("presence_penalty", self.presence_penalty, None, None, "a finite number")
         _check_float("confidence_threshold", self.confidence_threshold, 0.0, 1.0, "in [0, 1]")
@@ -220,14 +225,17 @@ class GenerationParams:
             _check_int("seed", self.seed, -1, 2**32 - 2, "None, -1 (random) or 0 to 4294967294")
 
     @classmethod
-    def from_kwargs(cls, base: "Optional[GenerationParams]" = None, **kwargs: Any) -> "GenerationParams":
+    def from_kwargs(
+        cls, base: Optional[GenerationParams] = None, **kwargs: Any
+    ) -> GenerationParams:
         """``base`` (or the defaults) with ``kwargs`` applied; unknown names raise."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ConfigurationException(
                 "Invalid parameter",
-                f"unknown generation parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                f"unknown generation parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}",
             )
         values: Dict[str, Any] = asdict(base) if base is not None else {}
         values.update(kwargs)

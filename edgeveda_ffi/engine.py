@@ -14,6 +14,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Callable,
@@ -50,6 +51,9 @@ from .errors import (
     NativeErrorCode,
 )
 
+if TYPE_CHECKING:
+    from .chat import ChatSession
+
 __all__ = ["EdgeVeda", "TokenStream", "StreamPiece", "ChatMessage"]
 
 _log = logging.getLogger("edgeveda_ffi")
@@ -66,7 +70,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def _encode(text: str, what: str) -> bytes:
     if not isinstance(text, str):
-        raise ConfigurationException("Invalid parameter", f"{what} must be a str, not {type(text).__name__}")
+        raise ConfigurationException(
+            "Invalid parameter", f"{what} must be a str, not {type(text).__name__}"
+        )
     if "\x00" in text:
         raise ConfigurationException("Invalid parameter", f"{what} must not contain NUL characters")
     return text.encode("utf-8", errors="surrogatepass")
@@ -133,7 +139,7 @@ def _free_context(ctx: Any, boxes: List[Any]) -> None:
     boxes.clear()  # handles may go only after the context can no longer call them
 
 
-def _weak_dispatch(ref: "weakref.ref[EdgeVeda]") -> Callable[[int, int], None]:
+def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     def dispatch(current: int, limit: int) -> None:
         engine = ref()
         if engine is not None:
@@ -193,23 +199,28 @@ class EdgeVeda:
         self._inflight = 0
         if config is None:
             if model_path is None:
-                raise ConfigurationException("Invalid parameter", "model_path (or config) is required")
+                raise ConfigurationException(
+                    "Invalid parameter", "model_path (or config) is required"
+                )
             unknown = sorted(set(config_kwargs) - set(Config.field_names()))
             if unknown:
                 raise ConfigurationException(
                     "Invalid parameter",
-                    f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(Config.field_names())}",
+                    f"unknown config field(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(Config.field_names())}",
                 )
             config = Config(model_path=os.fspath(model_path), **config_kwargs)
         elif config_kwargs or model_path is not None:
-            raise ConfigurationException("Invalid parameter", "pass either config or model_path/**config_kwargs")
+            raise ConfigurationException(
+                "Invalid parameter", "pass either config or model_path/**config_kwargs"
+            )
         self.config = config
         self.defaults = defaults or GenerationParams()
         self._boxes: List[Any] = []  # CallbackBoxes and handles alive while registered
         self._pressure_callbacks: List[Callable[[MemoryPressureEvent], Any]] = []
         self._pressure_box: Optional[CallbackBox] = None
         self._model_info: Optional[ModelInfo] = None
-        self._stream_ref: Optional["weakref.ref[TokenStream]"] = None
+        self._stream_ref: Optional[weakref.ref[TokenStream]] = None
 
         c = ffi.new("ev_config*")
         lib.ev_config_default(c)
@@ -242,13 +253,15 @@ class EdgeVeda:
             ctx = lib.ev_init(c, err)
         if ctx == ffi.NULL:
             check_native(err[0])
-            raise GenerationException("ev_init returned NULL without an error code")  # pragma: no cover
+            raise GenerationException(  # pragma: no cover
+                "ev_init returned NULL without an error code"
+            )
         self._ctx = ctx
         self._closed = False
         self._finalizer = weakref.finalize(self, _free_context, ctx, self._boxes)
 
     @classmethod
-    def from_config(cls, config: Config, **kwargs: Any) -> "EdgeVeda":
+    def from_config(cls, config: Config, **kwargs: Any) -> EdgeVeda:
         """An engine for ``config`` (kwargs: on_load_progress, defaults)."""
         return cls(config=config, **kwargs)
 
@@ -277,7 +290,7 @@ class EdgeVeda:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "EdgeVeda":
+    def __enter__(self) -> EdgeVeda:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -291,7 +304,9 @@ class EdgeVeda:
         """The native context, counted as in use until :meth:`_release`."""
         with self._state_lock:
             if self._closed:
-                raise EngineClosedException("Engine is closed", "this EdgeVeda was closed; create a new one")
+                raise EngineClosedException(
+                    "Engine is closed", "this EdgeVeda was closed; create a new one"
+                )
             self._inflight += 1
             return self._ctx
 
@@ -325,14 +340,18 @@ class EdgeVeda:
 
     # ------------------------------------------------------------ generation
 
-    def _params(self, params: Optional[GenerationParams], kwargs: Dict[str, Any]) -> GenerationParams:
+    def _params(
+        self, params: Optional[GenerationParams], kwargs: Dict[str, Any]
+    ) -> GenerationParams:
         if params is not None and kwargs:
             return GenerationParams.from_kwargs(params, **kwargs)
         if params is not None:
             return params
         return GenerationParams.from_kwargs(self.defaults, **kwargs) if kwargs else self.defaults
 
-    def generate(self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any) -> GenerateResult:
+    def generate(
+        self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any
+    ) -> GenerateResult:
         """Generate a completion of ``prompt`` (raw text; see :meth:`chat` for templates).
 
         Keyword arguments are :class:`GenerationParams` fields (``max_tokens``,
@@ -419,7 +438,7 @@ class EdgeVeda:
         *,
         token_info: bool = False,
         **kwargs: Any,
-    ) -> "TokenStream":
+    ) -> TokenStream:
         """Stream the completion of ``prompt`` as pieces of whole UTF-8 characters.
 
         Returns an iterator of ``str`` (or :class:`StreamPiece` with
@@ -473,13 +492,15 @@ class EdgeVeda:
         p = self._params(params, kwargs)  # validated before any native call
         return self.generate(self.apply_chat_template(messages), p)
 
-    def chat_session(self, system_prompt: Optional[str] = None, **defaults: Any) -> "ChatSession":
+    def chat_session(self, system_prompt: Optional[str] = None, **defaults: Any) -> ChatSession:
         """A :class:`ChatSession` that keeps the history on this engine."""
         from .chat import ChatSession
 
         return ChatSession(self, system_prompt=system_prompt, **defaults)
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage], add_assistant: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[ChatMessage], add_assistant: bool = True
+    ) -> str:
         """The prompt text for ``messages`` in the model's template."""
         keep: List[Any] = []
         arr = ffi.new("ev_chat_message[]", max(len(messages), 1))
@@ -488,7 +509,8 @@ class EdgeVeda:
                 role, content = m["role"], m["content"]
             except (KeyError, TypeError):
                 raise ConfigurationException(
-                    "Invalid parameter", f"messages[{i}] must be a mapping with 'role' and 'content'"
+                    "Invalid parameter",
+                    f"messages[{i}] must be a mapping with 'role' and 'content'",
                 ) from None
             r = ffi.new("char[]", _encode(role, f"messages[{i}].role"))
             c = ffi.new("char[]", _encode(content, f"messages[{i}].content"))
@@ -533,7 +555,9 @@ class EdgeVeda:
 
     # ---------------------------------------------------------- tokenizer
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> List[int]:
         """Token ids of ``text`` (BOS added only when the model asks for it)."""
         data = _encode(text, "text")
         toks = ffi.new("int32_t**")
@@ -549,7 +573,9 @@ class EdgeVeda:
         try:
             arr = ffi.new("int32_t[]", list(tokens))
         except (OverflowError, TypeError) as exc:
-            raise ConfigurationException("Invalid parameter", f"tokens must be int32 ids: {exc}") from None
+            raise ConfigurationException(
+                "Invalid parameter", f"tokens must be int32 ids: {exc}"
+            ) from None
         out = ffi.new("char**")
         self._native(lib.ev_detokenize, arr, len(arr), special, out)
         try:
@@ -616,8 +642,14 @@ class EdgeVeda:
         """Set the memory limit (0 = none). At >= 90 % use the pressure callbacks
         run (in this thread, before this returns); above the limit with
         ``auto_unload_on_memory_pressure`` the model is unloaded."""
-        if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or not 0 <= limit_bytes < 2**63:
-            raise ConfigurationException("Invalid parameter", f"limit_bytes={limit_bytes!r}: an int >= 0")
+        if (
+            isinstance(limit_bytes, bool)
+            or not isinstance(limit_bytes, int)
+            or not 0 <= limit_bytes < 2**63
+        ):
+            raise ConfigurationException(
+                "Invalid parameter", f"limit_bytes={limit_bytes!r}: an int >= 0"
+            )
         self._native(lib.ev_set_memory_limit, limit_bytes)
         self._raise_pending()
 
@@ -647,7 +679,9 @@ class EdgeVeda:
 
         return remove
 
-    def remove_memory_pressure_callback(self, callback: Callable[[MemoryPressureEvent], Any]) -> None:
+    def remove_memory_pressure_callback(
+        self, callback: Callable[[MemoryPressureEvent], Any]
+    ) -> None:
         """Unregister ``callback`` (no-op if it is not registered); may be called from inside it."""
         try:
             self._pressure_callbacks.remove(callback)
@@ -677,7 +711,7 @@ class TokenStream(Iterator[Any]):
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, lib.ev_stream_free, handle)
 
-    def __iter__(self) -> "TokenStream":
+    def __iter__(self) -> TokenStream:
         return self
 
     def _next_text(self) -> Optional[str]:
@@ -769,7 +803,7 @@ class TokenStream(Iterator[Any]):
     def closed(self) -> bool:
         return self._handle is None
 
-    def __enter__(self) -> "TokenStream":
+    def __enter__(self) -> TokenStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -53,7 +53,7 @@ class EdgeVedaException(Exception):
     ``code`` is the ``NativeErrorCode`` when the error came from the C core.
     """
 
-    code: "Optional[NativeErrorCode]" = None
+    code: Optional[NativeErrorCode] = None
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class NativeErrorCode(enum.IntEnum):
     UNKNOWN = -999
 
     @classmethod
-    def from_code(cls, code: int) -> "NativeErrorCode":
+    def from_code(cls, code: int) -> NativeErrorCode:
         """The member for ``code``; any value the enum does not know is ``UNKNOWN``."""
         try:
             return cls(int(code))
