@@ -72,3 +72,40 @@ def corrupt_models(
     return model_factory.write_corrupt_models(
         tiny_model_path, tmp_path_factory.mktemp("corrupt-models")
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Engines (issue 4 tests). One thread each: on a busy 2-core machine llama.cpp's spinning
+# thread pool with 2 threads is many times slower than 1. Tests that change an engine's state
+# (memory limit, pressure callbacks, closing) make their own engine instead of using these.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_path: Path):
+    """SmolLM2-135M-Instruct, context 512, shared by the whole session; closed at the end."""
+    from edgeveda_ffi import EdgeVeda
+
+    engine = EdgeVeda(smollm2_path, context_size=512, num_threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_path: Path):
+    """The tiny random llama, context 256, shared by the whole session; closed at the end."""
+    from edgeveda_ffi import EdgeVeda
+
+    engine = EdgeVeda(tiny_model_path, context_size=256, num_threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_varied_engine(tiny_varied_model_path: Path):
+    """The tiny llama with an untied output matrix (varied tokens), context 256."""
+    from edgeveda_ffi import EdgeVeda
+
+    engine = EdgeVeda(tiny_varied_model_path, context_size=256, num_threads=1)
+    yield engine
+    engine.close()
