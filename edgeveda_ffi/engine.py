@@ -317,6 +317,13 @@ class EdgeVeda:
         if free_now:
             self._finalizer()  # runs once: weakref.finalize is idempotent
 
+    def _ensure_open(self) -> None:
+        """Raise EngineClosedException once closed (for methods that may not call native)."""
+        if self._closed:
+            raise EngineClosedException(
+                "Engine is closed", "this EdgeVeda was closed; create a new one"
+            )
+
     def _native(self, fn: Callable[..., int], *args: Any) -> None:
         """Call ``fn(ctx, *args)`` while holding the context, and check the code."""
         ctx = self._acquire()
@@ -601,6 +608,7 @@ class EdgeVeda:
     @property
     def model_info(self) -> ModelInfo:
         """Name, architecture, parameters, context length, embedding size, layers."""
+        self._ensure_open()  # also when cached: every use after close() raises
         if self._model_info is None:
             info = ffi.new("ev_model_info*")
             self._native(lib.ev_get_model_info, info)
@@ -664,6 +672,7 @@ class EdgeVeda:
         """
         if not callable(callback):
             raise ConfigurationException("Invalid parameter", "callback must be callable")
+        self._ensure_open()
         if self._pressure_box is None:
             # The box must not hold the engine strongly: the finalizer keeps the
             # boxes alive, so a bound method here would make the engine immortal.
