@@ -209,3 +209,36 @@ def test_astream_errors_surface(tiny_engine: EdgeVeda) -> None:
 
     with pytest.raises(InitializationException, match="stream is active"):
         asyncio.run(main())
+
+
+def test_cancelling_astream_task_frees_stream(long_tiny: EdgeVeda) -> None:
+    async def main() -> int:
+        got: list[str] = []
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for piece in long_tiny.astream("hello", max_tokens=1500):
+                got.append(piece)
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return len(got)
+
+    t0 = time.monotonic()
+    n = asyncio.run(main())
+    assert 1 <= n < 1500
+    assert time.monotonic() - t0 < 5
+    # The native stream was cancelled and freed with the task.
+    assert long_tiny.generate("hi", max_tokens=1).completion_tokens == 1
+
+
+@pytest.fixture(scope="module")
+def long_tiny(tiny_model_path: Any) -> Any:
+    engine = EdgeVeda(tiny_model_path, context_size=2048, num_threads=1)
+    yield engine
+    engine.close()
