@@ -333,6 +333,9 @@ def configure_extension(ext, build_temp: str) -> None:  # type: ignore[no-untype
     ext.extra_objects = list(kwds.get("extra_objects", []))
     ext.libraries = list(kwds.get("libraries", []))
     ext.extra_link_args = list(kwds.get("extra_link_args", []))
+    # Relink when a static library or the header changes (setuptools only
+    # compares the sources otherwise, and would keep a stale extension).
+    ext.depends = [str(p) for p in libs] + [str(HEADER)]
 
 
 def main(argv: List[str]) -> int:
