@@ -17,6 +17,7 @@ from ._cli_common import EXIT_OK, error_line, pump
 from .errors import EdgeVedaException
 
 if TYPE_CHECKING:
+    from .chat import ChatSession
     from .engine import EdgeVeda
 
 __all__ = ["run_chat"]
@@ -67,34 +68,49 @@ def run_chat(
         except KeyboardInterrupt:
             _note("\n(use /exit or Ctrl-D to leave)")
             continue
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            cmd = text.split()[0].lower()
-            if cmd in _EXIT:
-                return EXIT_OK
-            if cmd == "/reset":
-                session.reset()
-                _note("(conversation reset)")
-            elif cmd in ("/help", "/?"):
-                _note(HELP)
-            else:
-                _note(f"unknown command {cmd} (/help lists them)")
-            continue
         try:
-            interrupted = pump(session.stream(text), write, engine.cancel)
-        except EdgeVedaException as exc:
-            write("\n")
-            _note(f"edgeveda: error: {error_line(exc)} (/reset starts over)")
-            continue
+            if _turn(engine, session, line.strip(), write, verbose):
+                return EXIT_OK
+        except KeyboardInterrupt:  # between two answers: stay in the chat
+            _note("\n(use /exit or Ctrl-D to leave)")
+
+
+def _turn(
+    engine: EdgeVeda,
+    session: ChatSession,
+    text: str,
+    write: Callable[[str], None],
+    verbose: bool,
+) -> bool:
+    """Handle one input line; True when the user leaves."""
+    if not text:
+        return False
+    if text.startswith("/"):
+        cmd = text.split()[0].lower()
+        if cmd in _EXIT:
+            return True
+        if cmd == "/reset":
+            session.reset()
+            _note("(conversation reset)")
+        elif cmd in ("/help", "/?"):
+            _note(HELP)
+        else:
+            _note(f"unknown command {cmd} (/help lists them)")
+        return False
+    try:
+        interrupted = pump(session.stream(text), write, engine.cancel)
+    except EdgeVedaException as exc:
         write("\n")
-        if interrupted:
-            _note("(answer stopped)")
-        elif verbose:
-            st = engine.last_stats
-            tps = st.tokens_per_second
-            _note(
-                f"({st.prompt_tokens} prompt tokens, {st.cached_tokens} cached; "
-                f"{st.completion_tokens} generated" + (f" at {tps:.1f} tok/s" if tps else "") + ")"
-            )
+        _note(f"edgeveda: error: {error_line(exc)} (/reset starts over)")
+        return False
+    write("\n")
+    if interrupted:
+        _note("(answer stopped)")
+    elif verbose:
+        st = engine.last_stats
+        tps = st.tokens_per_second
+        _note(
+            f"({st.prompt_tokens} prompt tokens, {st.cached_tokens} cached; "
+            f"{st.completion_tokens} generated" + (f" at {tps:.1f} tok/s" if tps else "") + ")"
+        )
+    return False

@@ -410,6 +410,18 @@ class _Failed:
 _DONE = object()
 
 
+def _stop_worker(
+    worker: threading.Thread, stop: threading.Event, cancel: Callable[[], None]
+) -> None:
+    stop.set()
+    while worker.is_alive():
+        try:
+            cancel()
+            worker.join(0.05)
+        except KeyboardInterrupt:
+            continue
+
+
 def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[], None]) -> bool:
     """Write the pieces of a stream as they come; True if Ctrl-C stopped it.
 
@@ -457,17 +469,14 @@ def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[
             write(item)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:  # writing failed (stdout closed): stop the stream first
+        _stop_worker(worker, stop, cancel)
+        raise
     if failed is not None:
         worker.join()
         raise failed
     if interrupted:
-        stop.set()
-        while worker.is_alive():
-            try:
-                cancel()
-                worker.join(0.05)
-            except KeyboardInterrupt:
-                continue
+        _stop_worker(worker, stop, cancel)
         # what was produced before the cancel took effect
         while True:
             try:

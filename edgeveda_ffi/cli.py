@@ -607,7 +607,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"argument {flag}: invalid value {value} (must be >= {lo})")
     path = resolve_model(_manager(args), args.model)
     if args.compare is not None:
-        return run_compare(path, list(args.compare))
+        extra = list(args.compare)
+        if "num_threads" in cfg and "--threads" not in extra:
+            extra += ["--threads", str(cfg["num_threads"])]
+        return run_compare(path, extra)
     return run_bench(
         path,
         cfg,
