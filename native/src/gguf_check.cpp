@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <unordered_set>
 
 namespace {
 
@@ -87,6 +89,23 @@ struct Reader {
     }
 };
 
+// Reads the n strings of tokenizer.ggml.tokens; "" when they are distinct as
+// llama.cpp sees them (an empty token becomes "[EMPTY_<i>]"), else the reason.
+std::string check_vocab(Reader& r, uint64_t n) {
+    std::unordered_set<std::string> seen;
+    seen.reserve(static_cast<size_t>(n < (1u << 20) ? n : (1u << 20)));
+    std::string tok;
+    for (uint64_t j = 0; j < n; ++j) {
+        if (!r.str(&tok, "the token list")) return r.err;
+        if (tok.empty()) tok = "[EMPTY_" + std::to_string(j) + "]";
+        if (!seen.insert(tok).second) {
+            return "corrupt vocabulary: token " + std::to_string(j) + " ('" + tok.substr(0, 40) +
+                   "') appears twice in tokenizer.ggml.tokens";
+        }
+    }
+    return "";
+}
+
 std::string walk(Reader& r) {
     char magic[4];
     if (!r.read(magic, 4, "the header")) return r.err;
@@ -121,6 +140,13 @@ std::string walk(Reader& r) {
             }
             if (et == VT_STRING) {
                 if (n > (r.size - r.pos) / 8) return "corrupt KV '" + key + "': array length runs past the end";
+                if (key == "tokenizer.ggml.tokens") {
+                    // llama.cpp maps token text -> id and GGML_ASSERTs that the map
+                    // is as long as the vocabulary: a duplicate would abort.
+                    std::string dup = check_vocab(r, n);
+                    if (!dup.empty()) return dup;
+                    continue;
+                }
                 for (uint64_t j = 0; j < n; ++j) {
                     if (!r.str(nullptr, "a string array")) return r.err;
                 }
