@@ -52,14 +52,14 @@ class Fields:
     kv_start: int = 24
     kv_end: int = 0
     ti_end: int = 0
-    str_len: List[int] = field(default_factory=list)      # u64 string lengths (keys, names)
-    kv_type: List[int] = field(default_factory=list)      # u32 value types
-    arr_type: List[int] = field(default_factory=list)     # u32 array element types
-    arr_len: List[int] = field(default_factory=list)      # u64 array lengths
-    n_dims: List[int] = field(default_factory=list)       # u32
-    dims: List[int] = field(default_factory=list)         # u64
-    t_type: List[int] = field(default_factory=list)       # u32 ggml types
-    t_offset: List[int] = field(default_factory=list)     # u64 data offsets
+    str_len: List[int] = field(default_factory=list)  # u64 string lengths (keys, names)
+    kv_type: List[int] = field(default_factory=list)  # u32 value types
+    arr_type: List[int] = field(default_factory=list)  # u32 array element types
+    arr_len: List[int] = field(default_factory=list)  # u64 array lengths
+    n_dims: List[int] = field(default_factory=list)  # u32
+    dims: List[int] = field(default_factory=list)  # u64
+    t_type: List[int] = field(default_factory=list)  # u32 ggml types
+    t_offset: List[int] = field(default_factory=list)  # u64 data offsets
 
 
 def scan(buf: bytes) -> Fields:
@@ -114,7 +114,22 @@ def scan(buf: bytes) -> Fields:
     return f
 
 
-_U64_SPECIAL = [0, 1, 2, 0x7F, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**40, 2**62, 2**63 - 1, 2**63, 2**64 - 1]
+_U64_SPECIAL = [
+    0,
+    1,
+    2,
+    0x7F,
+    0xFFFF,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**40,
+    2**62,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+]
 _U32_SPECIAL = [0, 1, 2, 3, 4, 5, 8, 9, 13, 30, 39, 40, 64, 255, 2**31, 2**32 - 1]
 
 
@@ -125,8 +140,12 @@ def make_case(f: Fields, rng: random.Random) -> List[Mutation]:
         kind = rng.random()
         if kind < 0.18:
             region = rng.choice(("header", "kv", "ti", "data"))
-            lo, hi = {"header": (0, 24), "kv": (24, f.kv_end), "ti": (f.kv_end, f.ti_end),
-                      "data": (f.ti_end, f.size)}[region]
+            lo, hi = {
+                "header": (0, 24),
+                "kv": (24, f.kv_end),
+                "ti": (f.kv_end, f.ti_end),
+                "data": (f.ti_end, f.size),
+            }[region]
             muts.append(["trunc", rng.randrange(lo, max(lo + 1, hi))])
         elif kind < 0.45:
             group = rng.choice(("header", "str_len", "arr_len", "dims", "t_offset"))
@@ -159,7 +178,7 @@ def apply(buf: bytes, muts: Sequence[Mutation]) -> bytes:
     for m in muts:
         op = m[0]
         if op == "trunc":
-            del b[int(m[1]):]
+            del b[int(m[1]) :]
         elif op == "flip" and m[1] < len(b):
             b[int(m[1])] ^= 1 << int(m[2])
         elif op == "u32" and m[1] + 4 <= len(b):
@@ -171,9 +190,15 @@ def apply(buf: bytes, muts: Sequence[Mutation]) -> bytes:
 
 # --------------------------------------------------------------------------- worker
 
+
 def worker_main() -> int:
     """Read JSON lines {path}, load each, answer one JSON line per case."""
     sys.path.insert(0, str(ROOT))
+    # Answers go to a private copy of stdout; fd 1 itself goes to stderr, so
+    # whatever the native code prints (ggml's abort backtrace, printf) cannot
+    # be mistaken for an answer.
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     import edgeveda_ffi as ev
 
     for line in sys.stdin:
@@ -189,8 +214,8 @@ def worker_main() -> int:
                 out = {"status": "bad", "error": "ModelLoadException without a message"}
         except BaseException as exc:  # noqa: BLE001 - any other type is a finding
             out = {"status": "bad", "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(out) + "\n")
-        sys.stdout.flush()
+        answers.write(json.dumps(out) + "\n")
+        answers.flush()
     return 0
 
 
@@ -198,9 +223,15 @@ class Worker:
     def __init__(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("GGML_NO_BACKTRACE", "1")  # an abort would start gdb, for seconds
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, env=env)
+            [sys.executable, __file__, "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
 
     def run(self, path: str, timeout: float) -> Dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
@@ -209,16 +240,23 @@ class Worker:
             self.proc.stdin.flush()
         except BrokenPipeError:
             return {"status": "crash", "error": f"worker died (exit {self.proc.wait()})"}
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            self.proc.kill()
-            self.proc.wait()
-            return {"status": "hang", "error": f"no answer within {timeout} s"}
-        line = self.proc.stdout.readline()
-        if not line:
-            rc = self.proc.wait()
-            return {"status": "crash", "error": f"worker died (exit {rc})"}
-        return json.loads(line)  # type: ignore[no-any-return]
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select(
+                [self.proc.stdout], [], [], max(0.0, deadline - time.monotonic())
+            )
+            if not ready:
+                self.proc.kill()
+                self.proc.wait()
+                return {"status": "hang", "error": f"no answer within {timeout} s"}
+            line = self.proc.stdout.readline()
+            if not line:
+                rc = self.proc.wait()
+                return {"status": "crash", "error": f"worker died (exit {rc})"}
+            try:
+                return json.loads(line)  # type: ignore[no-any-return]
+            except ValueError:
+                continue  # not an answer (cannot happen with the fd redirect; be safe)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -240,8 +278,9 @@ def base_model(out_dir: Path) -> Path:
     return model_factory.materialize_tiny_model(out_dir, smollm2_path=smol)
 
 
-def run_cases(cases: Sequence[List[Mutation]], base: bytes, timeout: float = 30.0,
-              progress: bool = False) -> Tuple[Dict[str, int], List[Dict[str, Any]]]:
+def run_cases(
+    cases: Sequence[List[Mutation]], base: bytes, timeout: float = 30.0, progress: bool = False
+) -> Tuple[Dict[str, int], List[Dict[str, Any]]]:
     counts: Dict[str, int] = {}
     failures: List[Dict[str, Any]] = []
     worker = Worker()
@@ -261,7 +300,9 @@ def run_cases(cases: Sequence[List[Mutation]], base: bytes, timeout: float = 30.
                 if st in ("crash", "hang"):
                     worker = Worker()
             if progress and (i + 1) % 500 == 0:
-                print(f"  {i + 1}/{len(cases)} cases, {time.time() - t0:.0f} s, {counts}", flush=True)
+                print(
+                    f"  {i + 1}/{len(cases)} cases, {time.time() - t0:.0f} s, {counts}", flush=True
+                )
     worker.close()
     return counts, failures
 
@@ -275,8 +316,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per case before it is a hang")
-    ap.add_argument("--save-failures", type=Path, default=None, help="write failing cases here (JSON)")
+    ap.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per case before it is a hang"
+    )
+    ap.add_argument(
+        "--save-failures", type=Path, default=None, help="write failing cases here (JSON)"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -289,8 +334,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.time()
     counts, failures = run_cases(cases, base, args.timeout, progress=True)
     dt = time.time() - t0
-    print(json.dumps({"cases": len(cases), "seed": args.seed, "seconds": round(dt, 1),
-                      "counts": counts, "failures": len(failures)}))
+    print(
+        json.dumps(
+            {
+                "cases": len(cases),
+                "seed": args.seed,
+                "seconds": round(dt, 1),
+                "counts": counts,
+                "failures": len(failures),
+            }
+        )
+    )
     for f in failures[:20]:
         print("FAIL", json.dumps(f))
     if failures and args.save_failures:
