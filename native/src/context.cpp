@@ -378,7 +378,11 @@ EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info) {
     info->name = e->name.c_str();
     info->architecture = e->arch.c_str();
     info->num_parameters = llama_model_n_params(e->model);
+    // the configured size (llama.cpp pads n_ctx up to a multiple of 256)
     info->context_length = static_cast<int>(llama_n_ctx(e->lctx));
+    if (e->config.context_size > 0 && e->config.context_size < info->context_length) {
+        info->context_length = e->config.context_size;
+    }
     info->embedding_dim = llama_model_n_embd(e->model);
     info->num_layers = llama_model_n_layer(e->model);
     return EV_SUCCESS;

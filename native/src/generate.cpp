@@ -39,6 +39,15 @@ struct Params {
 
 bool finite(float v) { return std::isfinite(v); }
 
+// The context size in tokens that generation may use: the configured
+// context_size. llama.cpp rounds n_ctx up to a multiple of 256, so
+// llama_n_ctx() alone would let a context_size of 64 hold 256 tokens.
+int context_limit(const Engine* e) {
+    int n = static_cast<int>(llama_n_ctx(e->lctx));
+    if (e->config.context_size > 0 && e->config.context_size < n) n = e->config.context_size;
+    return n;
+}
+
 ev_error_t read_params(const ev_generation_params* in, Params* out) {
     ev_generation_params d;
     ev_generation_params_default(&d);
@@ -143,7 +152,7 @@ struct Generation {
         }
         toks.resize(n);
         if (toks.empty()) return set(EV_ERROR_INVALID_PARAM, "prompt is empty (no tokens)");
-        int n_ctx = static_cast<int>(llama_n_ctx(e->lctx));
+        int n_ctx = context_limit(e);
         if (n >= n_ctx) {
             return set(EV_ERROR_INVALID_PARAM, "prompt has " + std::to_string(n) +
                                                    " tokens but the context holds " + std::to_string(n_ctx) +
@@ -289,7 +298,7 @@ struct Generation {
                 return rc;
             }
         }
-        const int n_ctx = static_cast<int>(llama_n_ctx(e->lctx));
+        const int n_ctx = context_limit(e);
         while (!done) {
             if (cancelled(stream_cancel)) {
                 finish(EV_FINISH_CANCELLED);
