@@ -657,9 +657,15 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
         return nullptr;
     }
     if (text.empty()) {
-        // finished with nothing more to say
+        // finished with nothing more to say; a cancel (ev_stream_cancel from
+        // another thread during this call, or ev_generate_cancel) ends the
+        // stream with STREAM_ENDED, as documented
         stream->ended.store(true);
-        *error = EV_SUCCESS;
+        if (stream->gen.stats.finish_reason == EV_FINISH_CANCELLED) {
+            *error = fail(EV_ERROR_STREAM_ENDED, "the stream was cancelled");
+        } else {
+            *error = EV_SUCCESS;
+        }
         return nullptr;
     }
     // A final piece: the next call returns the end.
