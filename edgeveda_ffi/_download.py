@@ -49,7 +49,7 @@ from ._fsutil import (
     atomic_write_json,
     free_bytes,
     hash_file,
-    is_regular_file,
+    is_private_regular_file,
     mb,
     open_for_write,
     read_json,
@@ -336,8 +336,8 @@ class HttpDownload:
 
     def _prepare_resume(self) -> tuple[int, hashlib._Hash, dict[str, Any]]:
         hasher = hashlib.sha256()
-        if not is_regular_file(self.tmp):
-            self.discard()  # absent, or a planted symlink: remove the link only
+        if not is_private_regular_file(self.tmp):
+            self.discard()  # absent, or a planted symlink/hard link: remove the link only
             return 0, hasher, {}
         state = read_json(self.state_path) or {}
         validator = state.get("etag") or state.get("last_modified")

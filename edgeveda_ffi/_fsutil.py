@@ -21,6 +21,7 @@ __all__ = [
     "fsync_dir",
     "hash_file",
     "is_disk_full",
+    "is_private_regular_file",
     "is_regular_file",
     "mb",
     "open_for_write",
@@ -88,15 +89,29 @@ def is_regular_file(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
+def is_private_regular_file(path: Path) -> bool:
+    """A regular file, not a symlink, with no other hard link: safe to append to.
+
+    A ``.tmp`` hard-linked to a file elsewhere (planted) must not be resumed, or
+    the download would write into that other file.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def open_for_write(path: Path, append: bool) -> int:
     """Open ``path`` for writing without ever following a symlink; return the fd.
 
     ``append=False`` removes whatever is at ``path`` (file or planted symlink:
     the link is removed, its target untouched) and creates a new file with
     ``O_EXCL``. ``append=True`` opens an existing regular file for appending;
-    a symlink there is removed and a new empty file is created instead.
+    a symlink (or a file with another hard link) there is removed and a new
+    empty file is created instead.
     """
-    if append and is_regular_file(path):
+    if append and is_private_regular_file(path):
         return os.open(str(path), os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _BINARY)
     unlink_quiet(path)
     return os.open(

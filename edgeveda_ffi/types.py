@@ -36,8 +36,9 @@ __all__ = [
 #: Source URL schemes a ``ModelSpec`` may use.
 SUPPORTED_SCHEMES: tuple[str, ...] = ("https", "http", "file", "package")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+# \Z, not $: `$` also matches before a final newline ("x.tmp\n" would pass).
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
 # Suffixes the manager uses for its own files next to the models.
 _RESERVED_SUFFIXES = (".tmp", ".json", ".lock", ".part")
 
