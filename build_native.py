@@ -111,8 +111,11 @@ def _download_sdist(lock: Dict[str, str], dest: Path) -> Path:
     pkg, version, digest = lock["package"], lock["version"], lock["sha256"]
     req = dest / "requirements.txt"
     req.write_text(f"{pkg}=={version} --hash=sha256:{digest}\n")
+    # pip prepares the sdist's metadata after the download, in an isolated
+    # environment of its build backend (fetched by name); with
+    # --no-build-isolation that step would need the backend installed here.
     cmd = _pip_command() + ["download", "--no-deps", "--no-binary", pkg, "--require-hashes",
-                            "--no-build-isolation", "-r", str(req), "-d", str(dest)]
+                            "-r", str(req), "-d", str(dest)]
     log(f"fetching {pkg}=={version} (llama.cpp source) with pip download")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     archives = [p for p in dest.iterdir() if p.name.endswith((".tar.gz", ".zip"))]
