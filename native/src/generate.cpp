@@ -200,15 +200,24 @@ struct Generation {
         return EV_SUCCESS;
     }
 
-    // Tokens currently in the KV cache, after a failed or aborted decode.
-    void resync_cache() {
+    // The tokens in the KV cache after a failed or aborted llama_decode of
+    // `batch` (n_batch tokens). llama.cpp keeps the ubatches it finished (a
+    // prefix of the batch, when batch_size > 512) and drops the rest, so the
+    // next call that starts with this prompt resumes it instead of redoing it.
+    void resync_cache(const llama_token* batch, size_t n_batch) {
         llama_pos maxp = llama_memory_seq_pos_max(llama_get_memory(e->lctx), 0);
         size_t n = maxp < 0 ? 0 : static_cast<size_t>(maxp) + 1;
-        if (e->cached_tokens.size() > n) e->cached_tokens.resize(n);
-        if (e->cached_tokens.size() < n) {
-            // Should not happen; be safe: forget the cache entirely.
-            llama_memory_clear(llama_get_memory(e->lctx), true);
-            e->cached_tokens.clear();
+        size_t have = e->cached_tokens.size();
+        if (have > n) {
+            e->cached_tokens.resize(n);
+        } else if (n > have) {
+            if (n - have <= n_batch) {
+                e->cached_tokens.insert(e->cached_tokens.end(), batch, batch + (n - have));
+            } else {
+                // tokens we cannot name: forget the cache entirely
+                llama_memory_clear(llama_get_memory(e->lctx), true);
+                e->cached_tokens.clear();
+            }
         }
     }
 
@@ -245,12 +254,12 @@ struct Generation {
             int n = static_cast<int>(std::min<size_t>(n_batch, prompt.size() - i));
             int rc = llama_decode(e->lctx, llama_batch_get_one(prompt.data() + i, n));
             if (rc == 2 || (rc != 0 && cancelled(stream_cancel))) {
-                resync_cache();
+                resync_cache(prompt.data() + i, n);
                 finish(EV_FINISH_CANCELLED);
                 return EV_SUCCESS;
             }
             if (rc != 0) {
-                resync_cache();
+                resync_cache(prompt.data() + i, n);
                 finish(EV_FINISH_ERROR);
                 return set(EV_ERROR_INFERENCE_FAILED, "llama_decode failed on the prompt (code " + std::to_string(rc) + ")");
             }
@@ -316,12 +325,12 @@ struct Generation {
                 llama_token t = pending;
                 int rc = llama_decode(e->lctx, llama_batch_get_one(&t, 1));
                 if (rc == 2 || (rc != 0 && cancelled(stream_cancel))) {
-                    resync_cache();
+                    resync_cache(&t, 1);
                     finish(EV_FINISH_CANCELLED);
                     break;
                 }
                 if (rc != 0) {
-                    resync_cache();
+                    resync_cache(&t, 1);
                     finish(EV_FINISH_ERROR);
                     return set(EV_ERROR_INFERENCE_FAILED, "llama_decode failed while generating (code " + std::to_string(rc) + ")");
                 }
