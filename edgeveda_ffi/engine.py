@@ -139,6 +139,30 @@ def _free_context(ctx: Any, boxes: List[Any]) -> None:
     boxes.clear()  # handles may go only after the context can no longer call them
 
 
+def _free_owned(pid: int, ctx: Any, boxes: List[Any]) -> None:
+    """The engine's finalizer: free the context, except in a fork()ed child.
+
+    A child inherits a copy of the context, whose locks may be held by a parent
+    thread that does not exist in the child: freeing it there (at exit, say)
+    could hang forever. The parent owns it; the child's copy goes with the child.
+    """
+    if os.getpid() == pid:
+        _free_context(ctx, boxes)
+
+
+def _free_stream_owned(pid: int, handle: Any) -> None:
+    if os.getpid() == pid:
+        lib.ev_stream_free(handle)
+
+
+def _foreign(pid: int) -> EngineClosedException:
+    return EngineClosedException(
+        "Engine belongs to another process",
+        f"this EdgeVeda was created by process {pid} and inherited through fork(); "
+        "create a new engine in this process (see docs/safety.md)",
+    )
+
+
 def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     def dispatch(current: int, limit: int) -> None:
         engine = ref()
@@ -258,7 +282,8 @@ class EdgeVeda:
             )
         self._ctx = ctx
         self._closed = False
-        self._finalizer = weakref.finalize(self, _free_context, ctx, self._boxes)
+        self._pid = os.getpid()
+        self._finalizer = weakref.finalize(self, _free_owned, self._pid, ctx, self._boxes)
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> EdgeVeda:
@@ -278,6 +303,8 @@ class EdgeVeda:
                 return
             self._closed = True
             busy = self._inflight > 0
+        if self._pid != os.getpid():
+            return  # a fork()ed child's copy: nothing of it may be touched here
         stream = self._stream_ref() if self._stream_ref else None
         if stream is not None:
             stream.close()
@@ -302,6 +329,8 @@ class EdgeVeda:
 
     def _acquire(self) -> Any:
         """The native context, counted as in use until :meth:`_release`."""
+        if self._pid != os.getpid():
+            raise _foreign(self._pid)
         with self._state_lock:
             if self._closed:
                 raise EngineClosedException(
@@ -319,6 +348,8 @@ class EdgeVeda:
 
     def _ensure_open(self) -> None:
         """Raise EngineClosedException once closed (for methods that may not call native)."""
+        if self._pid != os.getpid():
+            raise _foreign(self._pid)
         if self._closed:
             raise EngineClosedException(
                 "Engine is closed", "this EdgeVeda was closed; create a new one"
@@ -718,13 +749,16 @@ class TokenStream(Iterator[Any]):
         self._token_info = token_info
         self._done = False
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, lib.ev_stream_free, handle)
+        self._pid = engine._pid
+        self._finalizer = weakref.finalize(self, _free_stream_owned, self._pid, handle)
 
     def __iter__(self) -> TokenStream:
         return self
 
     def _next_text(self) -> Optional[str]:
         """The next piece, or None at the end."""
+        if self._pid != os.getpid():
+            raise _foreign(self._pid)
         with self._lock:
             if self._done or self._handle is None:
                 return None
@@ -788,7 +822,7 @@ class TokenStream(Iterator[Any]):
     def cancel(self) -> None:
         """Stop the stream from any thread; the iteration then ends."""
         h = self._handle
-        if h is not None:
+        if h is not None and self._pid == os.getpid():
             lib.ev_stream_cancel(h)
 
     def close(self) -> None:
@@ -801,6 +835,10 @@ class TokenStream(Iterator[Any]):
         h = self._handle
         if h is None:
             return False
+        if self._pid != os.getpid():  # a fork()ed child's copy: forget it, touch nothing
+            self._handle = None
+            self._done = True
+            return True
         lib.ev_stream_cancel(h)
         with self._lock:
             self._handle = None

@@ -441,16 +441,93 @@ def test_fork_child_makes_its_own_engine(tiny_model_path: Path, threads: int) ->
 
 
 @fork_only
-def test_fork_child_may_close_inherited_engine(tiny_model_path: Path) -> None:
-    """Freeing the inherited copy in the child (close, or the finalizer at exit) is
-    safe when no other thread was inside the engine at fork time."""
+def test_fork_child_cannot_use_inherited_engine(tiny_model_path: Path) -> None:
+    """In the child the parent's engine is closed for good: every use raises
+    EngineClosedException; close() and the finalizer touch nothing native."""
     engine = _tiny(tiny_model_path)
     engine.generate("hi", max_tokens=2)
+    stream = engine.stream("hello", max_tokens=20)
+    next(stream)
 
     def child() -> int:
+        calls: list[Callable[[], Any]] = [
+            lambda: engine.generate("hi", max_tokens=2),
+            lambda: next(stream),
+        ]
+        for call in calls:
+            try:
+                call()
+                return 6
+            except EngineClosedException as exc:
+                if "another process" not in str(exc):
+                    return 7
+        assert not engine.is_valid
+        engine.cancel()
+        stream.close()
         engine.close()
         return 0
 
     assert _fork(child) == 0
+    assert next(stream)  # the parent's stream and engine are untouched
+    stream.close()
     assert engine.generate("hi", max_tokens=2).completion_tokens == 2
     engine.close()
+
+
+FORK_WHILE_BUSY = r"""
+import os, sys, threading, time
+from edgeveda_ffi import EdgeVeda
+engine = EdgeVeda(sys.argv[1], context_size=2048, num_threads=1)
+stream_engine = EdgeVeda(sys.argv[1], context_size=2048, num_threads=1)
+stream = stream_engine.stream("Once upon a time", max_tokens=1500)
+started = threading.Event()
+
+def work():
+    started.set()
+    engine.generate("Once upon a time", max_tokens=1500)
+
+def pull():
+    for _ in stream:
+        pass
+
+for fn in (work, pull):
+    threading.Thread(target=fn, daemon=True).start()
+started.wait()
+time.sleep(0.5)  # both threads inside native calls, holding the engines' locks
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: the finalizers of both engines and the stream run
+deadline = time.time() + 60
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("exit", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.1)
+else:
+    os.kill(pid, 9)
+    print("child hung")
+engine.cancel()
+stream.cancel()
+"""
+
+
+@fork_only
+def test_fork_while_other_threads_generate_child_exits_normally(tiny_model_path: Path) -> None:
+    """The hang this guards against: the child's exit ran the finalizer, whose
+    ev_free waited for a context lock held by a parent thread that the child
+    does not have."""
+    import subprocess
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.environ.get("EDGEVEDA_PKG_ROOT") or root
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_BUSY, str(tiny_model_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "exit 0" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
