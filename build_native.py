@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,109 @@ def llama_cpp_dir() -> Path:
 
 
 # --------------------------------------------------------------------------
+# 1b. Vulkan headers without VK_EXT_layer_settings (Debian 12): a checked patch
+#     applied to a hard-linked copy of the source, never to the source itself.
+#     See native/patches/ggml-vulkan-layer-settings.patch and docs/backends.md.
+# --------------------------------------------------------------------------
+
+VK_PATCH = NATIVE / "patches" / "ggml-vulkan-layer-settings.patch"
+
+
+def _read_patch(path: Path):  # type: ignore[no-untyped-def]
+    """(target file, before, after) of a one-file, one-hunk unified diff."""
+    target, before, after, hunks = None, [], [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if hunks == 0 and line.startswith("+++ "):
+            target = line[4:].split("\t")[0].strip().split("/", 1)[1]  # drop b/
+        elif line.startswith("@@"):
+            hunks += 1
+        elif hunks:
+            tag, text = (line[:1], line[1:]) if line.strip("\r\n") else (" ", line)
+            if tag in " -":
+                before.append(text)
+            if tag in " +":
+                after.append(text)
+    if target is None or hunks != 1:
+        raise BuildError(f"{path} must be a unified diff of one file with one hunk")
+    return target, "".join(before), "".join(after)
+
+
+def vulkan_headers_have_layer_settings() -> bool:
+    """Whether the compiler's <vulkan/vulkan_core.h> defines VK_EXT_layer_settings."""
+    cxx = shlex.split(os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++")
+    cmd = cxx + ["-E", "-dM", "-x", "c++", "-"]
+    if os.environ.get("VULKAN_SDK"):
+        cmd += ["-I", str(Path(os.environ["VULKAN_SDK"]) / "include")]  # as CMake's FindVulkan
+    proc = subprocess.run(cmd, input="#include <vulkan/vulkan_core.h>\n",
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError("EDGEVEDA_BACKEND=vulkan needs the Vulkan headers (vulkan/vulkan_core.h): "
+                         "`apt-get install libvulkan-dev glslc spirv-headers` (Debian/Ubuntu) "
+                         f"or the LunarG SDK with VULKAN_SDK set.\n{proc.stderr[-500:]}")
+    m = re.search(r"#define VK_HEADER_VERSION (\d+)", proc.stdout)
+    log(f"Vulkan headers: VK_HEADER_VERSION {m.group(1) if m else '?'}")
+    return "VK_EXT_LAYER_SETTINGS_EXTENSION_NAME" in proc.stdout
+
+
+def _mirror_tree(src: Path, dst: Path, skip: Path) -> None:
+    """Make dst a hard-linked (copied across file systems) mirror of src, except skip."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        dirnames[:] = [d for d in dirnames
+                       if d != ".git" and not (rel == Path(".") and d.startswith("build"))]
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            s, d = src / rel / name, dst / rel / name
+            if rel / name == skip:
+                continue
+            st = s.stat()
+            try:
+                dt = d.stat()
+                if (dt.st_size, dt.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    continue
+                d.unlink()
+            except FileNotFoundError:
+                pass
+            try:
+                os.link(s, d)
+            except OSError:
+                shutil.copy2(s, d)
+
+
+def vulkan_source(src: Path) -> Path:
+    """The llama.cpp tree the Vulkan build uses: src, or src's patched copy when needed."""
+    if shutil.which("glslc") is None and not os.environ.get("VULKAN_SDK"):
+        raise BuildError("EDGEVEDA_BACKEND=vulkan needs glslc (the GLSL-to-SPIR-V compiler): "
+                         "`apt-get install glslc libvulkan-dev spirv-headers` (Debian/Ubuntu) "
+                         "or the LunarG SDK")
+    if vulkan_headers_have_layer_settings():
+        return src  # headers >= 1.3.272: the source builds as it is
+    rel, before, after = _read_patch(VK_PATCH)
+    text = (src / rel).read_bytes().decode("utf-8")
+    if text.count(after) == 1 or "#ifdef VK_EXT_layer_settings" in text \
+            or "LayerSettingsCreateInfoEXT" not in text:
+        return src  # already patched or guarded, or this llama.cpp no longer uses the type
+    if text.count(before) != 1:
+        raise BuildError(
+            f"the Vulkan headers lack VK_EXT_layer_settings, which {rel} uses, and "
+            f"{VK_PATCH.relative_to(ROOT)} does not apply to this llama.cpp (its context is found "
+            f"{text.count(before)} times, expected once). Install Vulkan headers >= 1.3.272 "
+            "(e.g. the LunarG SDK, VULKAN_SDK=...) or refresh the patch for this llama.cpp.")
+    key = hashlib.sha256(str(src).encode()).hexdigest()[:8]
+    dst = cache_dir() / f"{src.name}-{key}-vulkan-patched"
+    _mirror_tree(src, dst, Path(rel))
+    patched = text.replace(before, after)
+    out = dst / rel
+    if not out.is_file() or out.read_bytes().decode("utf-8") != patched:
+        tmp = out.with_name(out.name + ".edgeveda-tmp")
+        tmp.write_bytes(patched.encode("utf-8"))
+        os.replace(tmp, out)  # a new inode: the hard-linked original is untouched
+    log(f"Vulkan headers lack VK_EXT_layer_settings: building from {dst} "
+        f"({VK_PATCH.relative_to(ROOT)} applied to {rel})")
+    return dst
+
+
+# --------------------------------------------------------------------------
 # 2. CMake
 # --------------------------------------------------------------------------
 
@@ -218,8 +322,8 @@ def _run(cmd: List[str], what: str) -> None:
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (exit {proc.returncode}); see the output above. "
-                         "For a Vulkan build install glslc and libvulkan-dev; for any build "
-                         "cmake >= 3.16 and a C++17 compiler.")
+                         "For a Vulkan build install glslc, libvulkan-dev and spirv-headers; "
+                         "for any build cmake >= 3.16 and a C++17 compiler.")
 
 
 def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
@@ -229,6 +333,8 @@ def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
     out = out or build_dir()
     out.mkdir(parents=True, exist_ok=True)
     b = backend()
+    if b == "vulkan":
+        src = vulkan_source(src)
     cfg = ["cmake", "-S", str(NATIVE), "-B", str(out),
            f"-DLLAMA_CPP_DIR={src}", f"-DEDGEVEDA_BACKEND={b}",
            "-DCMAKE_BUILD_TYPE=" + ("RelWithDebInfo" if os.environ.get("EDGEVEDA_SANITIZE") else "Release"),

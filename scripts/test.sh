@@ -44,3 +44,46 @@ export EV_TEST_MODEL
 python build_native.py --ctest
 
 python -m pytest -q "$@"
+
+# ---- Vulkan stage (issue 8; docs/backends.md "CI") ---------------------------
+# Builds the Vulkan variant out of place (build/vulkan-ext, build/vulkan-temp,
+# CMake in build/native-vulkan), stages it beside a copy of the package's .py
+# files in build/vulkan-stage and runs the backend tests on Mesa lavapipe from
+# there. The in-place CPU extension and build/native-cpu are not touched.
+# EDGEVEDA_SKIP_VULKAN=1 skips it; EDGEVEDA_REQUIRE_VULKAN=1 makes missing
+# Vulkan packages an error instead of a notice.
+vk_missing=()
+command -v glslc >/dev/null || vk_missing+=(glslc)
+[ -e /usr/include/vulkan/vulkan_core.h ] || [ -n "${VULKAN_SDK:-}" ] || vk_missing+=(libvulkan-dev)
+[ -e /usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake ] || [ -n "${VULKAN_SDK:-}" ] || vk_missing+=(spirv-headers)
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || vk_missing+=(mesa-vulkan-drivers)
+if [ "${EDGEVEDA_SKIP_VULKAN:-0}" = 1 ]; then
+    echo "Vulkan stage skipped (EDGEVEDA_SKIP_VULKAN=1)"
+    exit 0
+fi
+if [ ${#vk_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${vk_missing[@]}" \
+        && vk_missing=()
+fi
+if [ ${#vk_missing[@]} -gt 0 ]; then
+    echo "NOTICE: Vulkan stage skipped: missing ${vk_missing[*]} (apt-get install ${vk_missing[*]})" >&2
+    [ "${EDGEVEDA_REQUIRE_VULKAN:-0}" = 1 ] && exit 1
+    exit 0
+fi
+EDGEVEDA_BACKEND=vulkan python setup.py -q build_ext --build-lib build/vulkan-ext --build-temp build/vulkan-temp
+vk_root="$PWD"
+vk_stage="$vk_root/build/vulkan-stage"
+rm -rf "$vk_stage" && mkdir -p "$vk_stage/edgeveda_ffi"
+cp edgeveda_ffi/*.py edgeveda_ffi/py.typed "$vk_stage/edgeveda_ffi/"
+cp build/vulkan-ext/edgeveda_ffi/_native*.so "$vk_stage/edgeveda_ffi/"
+mkdir -p -m 700 "${XDG_RUNTIME_DIR:=/tmp/edgeveda-xdg-$(id -u)}"
+export XDG_RUNTIME_DIR
+(
+    # From inside the stage, python -m puts it first on sys.path: the staged
+    # package (with the Vulkan .so) shadows the editable CPU install.
+    cd "$vk_stage"
+    export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}" EDGEVEDA_REQUIRE_VULKAN=1
+    python -c "import edgeveda_ffi._native as n, edgeveda_ffi.info as i, sys; \
+assert n.__file__.startswith('$vk_stage'), n.__file__; print('Vulkan stage:', i.native_info()['llama_cpp'], i.native_info()['backends'])"
+    python -m pytest -q -p no:cacheprovider "$vk_root/tests/test_backends.py" "$vk_root/tests/test_vulkan.py"
+)

@@ -5,21 +5,32 @@
 #include "ggml-backend.h"
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 namespace {
 std::mutex g_backend_mutex;
 int g_backend_refs = 0;
 
-bool has_gpu_device() {
+// The GPU devices ggml registered for backend b (its registry is "Vulkan" or
+// "MTL"). ggml enumerates devices once per process: a Vulkan build asks the
+// driver on first use (lavapipe, a CPU-type device, only when
+// GGML_VK_VISIBLE_DEVICES names it); a failed driver init registers none.
+std::vector<ggml_backend_dev_t> gpu_devices_of(ev_backend_t b) {
+    std::vector<ggml_backend_dev_t> out;
+    const char* reg_name = b == EV_BACKEND_VULKAN ? "Vulkan" : b == EV_BACKEND_METAL ? "MTL" : nullptr;
+    if (reg_name == nullptr || !ev::backend_compiled_in(b)) return out;
+    ev::install_log_hook();
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         auto type = ggml_backend_dev_type(dev);
-        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
-            return true;
+        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+        if ((type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) && reg != nullptr &&
+            strcmp(ggml_backend_reg_name(reg), reg_name) == 0) {
+            out.push_back(dev);
         }
     }
-    return false;
+    return out;
 }
 }  // namespace
 
@@ -40,6 +51,26 @@ void backend_release() {
     }
 }
 
+bool backend_compiled_in(ev_backend_t b) {
+    switch (b) {
+        case EV_BACKEND_AUTO:
+        case EV_BACKEND_CPU:
+            return true;
+#if defined(EDGEVEDA_HAVE_METAL)
+        case EV_BACKEND_METAL:
+            return true;
+#endif
+#if defined(EDGEVEDA_HAVE_VULKAN)
+        case EV_BACKEND_VULKAN:
+            return true;
+#endif
+        default:
+            return false;
+    }
+}
+
+std::vector<ggml_backend_dev_t> gpu_devices(ev_backend_t b) { return gpu_devices_of(b); }
+
 int default_thread_count() {
     unsigned hw = std::thread::hardware_concurrency();
     if (hw == 0) return 4;
@@ -58,19 +89,9 @@ EV_API bool ev_is_backend_available(ev_backend_t backend) {
         case EV_BACKEND_CPU:
             return true;
         case EV_BACKEND_METAL:
-#if defined(EDGEVEDA_HAVE_METAL)
-            ev::install_log_hook();
-            return has_gpu_device();
-#else
-            return false;
-#endif
         case EV_BACKEND_VULKAN:
-#if defined(EDGEVEDA_HAVE_VULKAN)
-            ev::install_log_hook();
-            return has_gpu_device();
-#else
-            return false;
-#endif
+            // compiled in (EDGEVEDA_BACKEND=metal|vulkan) and a device found
+            return !gpu_devices_of(backend).empty();
         default:
             return false;
     }

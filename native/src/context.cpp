@@ -177,13 +177,30 @@ EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progres
         const std::string path = config->model_path;
 
         // Backend choice. The backend gates availability; offload is gpu_layers.
+        // AUTO is the fallback: Metal or Vulkan when a device is there, else CPU.
+        // An explicit GPU backend that cannot run fails, saying why.
         ev_backend_t backend = config->backend;
         if (backend == EV_BACKEND_AUTO) backend = ev_detect_backend();
+        if (!ev::backend_compiled_in(backend)) {
+            *error = fail(EV_ERROR_UNSUPPORTED_BACKEND,
+                          std::string("backend ") + ev_backend_name(backend) +
+                              " is not compiled into this build (EDGEVEDA_BACKEND=" EDGEVEDA_BACKEND_NAME
+                              "); rebuild with EDGEVEDA_BACKEND=" +
+                              (backend == EV_BACKEND_METAL ? "metal (macOS only)" : "vulkan") +
+                              ", or use backend AUTO or CPU");
+            return nullptr;
+        }
         if (!ev_is_backend_available(backend)) {
             *error = fail(EV_ERROR_UNSUPPORTED_BACKEND,
                           std::string("backend ") + ev_backend_name(backend) +
-                              " is not available in this build (" EDGEVEDA_BACKEND_NAME
-                              ") or has no device on this machine");
+                              " is compiled in but no " + ev_backend_name(backend) +
+                              " device was found on this machine" +
+                              (backend == EV_BACKEND_VULKAN
+                                   ? " (check the Vulkan driver, e.g. mesa-vulkan-drivers, and "
+                                     "GGML_VK_VISIBLE_DEVICES; a CPU-type device such as lavapipe is "
+                                     "only used when GGML_VK_VISIBLE_DEVICES names it)"
+                                   : "") +
+                              "; use backend AUTO or CPU to run on the CPU");
             return nullptr;
         }
         int gpu_layers = backend == EV_BACKEND_CPU ? 0 : config->gpu_layers;
@@ -210,6 +227,22 @@ EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progres
 
         llama_model_params mp = llama_model_default_params();
         mp.n_gpu_layers = gpu_layers < 0 ? 999 : gpu_layers;
+        // CPU in a GPU build: no GPU device at all (no offloaded ops, no GPU
+        // host buffers); a GPU backend: that backend's devices only.
+        std::vector<ggml_backend_dev_t> devices;
+        if (backend != EV_BACKEND_CPU) devices = ev::gpu_devices(backend);
+        devices.push_back(nullptr);
+        mp.devices = devices.data();
+        {
+            std::string msg = std::string("edgeveda: backend ") + ev_backend_name(backend) +
+                              (config->backend == EV_BACKEND_AUTO ? " (chosen by AUTO)" : "");
+            for (size_t i = 0; i + 1 < devices.size(); ++i) {
+                msg += std::string(i ? ", " : ", device ") + ggml_backend_dev_name(devices[i]) + " (" +
+                       ggml_backend_dev_description(devices[i]) + ")";
+            }
+            msg += ", gpu_layers " + std::to_string(gpu_layers) + "\n";
+            ev::log_info(msg);
+        }
         mp.load_mode = config->use_mmap ? (config->use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
                                          : (config->use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
 

@@ -3,6 +3,7 @@
 
 #include "edge_veda.h"
 #include "llama.h"
+#include "ggml-backend.h"
 
 #include <atomic>
 #include <cstdint>
@@ -25,6 +26,8 @@ const char* thread_error();
 
 // ---- logging (logging.cpp) ----
 void install_log_hook();
+// Log a line of ours (ending in '\n') at info level, through the same route as llama.cpp's.
+void log_info(const std::string& text);
 // Collects llama.cpp's warning/error lines logged on this thread while alive,
 // so a failed load can say what llama.cpp said.
 class LogCapture {
@@ -38,6 +41,11 @@ class LogCapture {
 void backend_acquire();
 void backend_release();
 int default_thread_count();
+// Whether backend b is compiled into this build (AUTO and CPU: always).
+bool backend_compiled_in(ev_backend_t b);
+// The GPU devices of backend b (Vulkan or Metal) on this machine; empty when
+// not compiled in or none was found.
+std::vector<ggml_backend_dev_t> gpu_devices(ev_backend_t b);
 
 // ---- GGUF pre-validation (gguf_check.cpp) ----
 // Checks the file can be opened, is a regular file, and has a sane GGUF

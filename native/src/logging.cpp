@@ -57,6 +57,8 @@ void install_log_hook() {
     std::call_once(g_hook_once, [] { llama_log_set(log_hook, nullptr); });
 }
 
+void log_info(const std::string& text) { log_hook(GGML_LOG_LEVEL_INFO, text.c_str(), nullptr); }
+
 LogCapture::LogCapture() {
     if (t_capture_depth++ == 0) t_capture.clear();
 }
