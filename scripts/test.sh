@@ -45,6 +45,14 @@ python build_native.py --ctest
 
 python -m pytest -q "$@"
 
+# ---- Sanitizers (issue 9; docs/safety.md) ------------------------------------
+# Off by default: the instrumented llama.cpp build is slow. EDGEVEDA_CI_SANITIZE=1
+# runs scripts/sanitize.sh (ASan + UBSan build in build/native-cpu-address-undefined,
+# C tests, Python tests with the runtime preloaded, soak under LeakSanitizer).
+if [ "${EDGEVEDA_CI_SANITIZE:-0}" = 1 ]; then
+    PYTHON="$(command -v python)" bash scripts/sanitize.sh
+fi
+
 # ---- Vulkan stage (issue 8; docs/backends.md "CI") ---------------------------
 # Builds the Vulkan variant out of place (build/vulkan-ext, build/vulkan-temp,
 # CMake in build/native-vulkan), stages it beside a copy of the package's .py

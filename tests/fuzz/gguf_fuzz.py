@@ -34,6 +34,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 ROOT = TESTS.parent
+# Where the workers import edgeveda_ffi from (scripts/sanitize.sh points it at
+# the sanitizer build's staged package).
+PKG_ROOT = Path(os.environ.get("EDGEVEDA_PKG_ROOT") or ROOT)
 REGRESSIONS = HERE / "regressions"
 
 Mutation = List[Any]  # ["trunc", n] | ["flip", off, bit] | ["u32", off, v] | ["u64", off, v]
@@ -193,7 +196,7 @@ def apply(buf: bytes, muts: Sequence[Mutation]) -> bytes:
 
 def worker_main() -> int:
     """Read JSON lines {path}, load each, answer one JSON line per case."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(PKG_ROOT))
     # Answers go to a private copy of stdout; fd 1 itself goes to stderr, so
     # whatever the native code prints (ggml's abort backtrace, printf) cannot
     # be mistaken for an answer.
@@ -222,7 +225,7 @@ def worker_main() -> int:
 class Worker:
     def __init__(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(PKG_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("GGML_NO_BACKTRACE", "1")  # an abort would start gdb, for seconds
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker"],
