@@ -151,7 +151,7 @@ static void test_callback(ev_context ctx) {
     pr.ctx = ctx;
     pr.reenter = 2;
     CHECK(ev_set_memory_pressure_callback(ctx, on_pressure, &pr) == EV_SUCCESS);
-    alarm(60);
+    alarm(600);
     lim = limit_at(cur, 95);
     CHECK(ev_set_memory_limit(ctx, lim) == EV_SUCCESS); /* would deadlock if a lock were held */
     alarm(0);
@@ -177,7 +177,7 @@ typedef struct {
 static void* generate_in_thread(void* arg) {
     gen_t* g = arg;
     g->self = pthread_self();
-    ev_generation_params p = ev_test_greedy(40);
+    ev_generation_params p = ev_test_greedy(64); /* still running 200 ms in */
     g->rc = ev_generate(g->ctx, "1, 2, 3, 4, 5, 6,", &p, &g->out);
     return NULL;
 }
@@ -198,7 +198,7 @@ static void test_callback_in_worker(ev_context ctx) {
     pthread_create(&th, NULL, generate_in_thread, &g);
     ev_sleep_ms(200);
     size_t lim = limit_at(cur, 95);
-    alarm(120);
+    alarm(600);
     double t = ev_now_ms();
     CHECK(ev_set_memory_limit(ctx, lim) == EV_SUCCESS);
     double dt = ev_now_ms() - t;
