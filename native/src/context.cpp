@@ -61,9 +61,14 @@ ev_error_t validate_config(const ev_config* c) {
     if (c == nullptr) return fail(EV_ERROR_INVALID_PARAM, "config is NULL");
     if (c->model_path == nullptr) return fail(EV_ERROR_INVALID_PARAM, "config.model_path is NULL");
     if (c->model_path[0] == '\0') return fail(EV_ERROR_INVALID_PARAM, "config.model_path is empty");
-    if (c->backend < EV_BACKEND_AUTO || c->backend > EV_BACKEND_CPU) {
+    // Read the enum as its bits: in C++ loading an out-of-range value through
+    // the enum type is undefined (UBSan: "not a valid value for type").
+    int backend = 0;
+    static_assert(sizeof backend == sizeof c->backend, "ev_backend_t is int-sized");
+    std::memcpy(&backend, &c->backend, sizeof backend);
+    if (backend < EV_BACKEND_AUTO || backend > EV_BACKEND_CPU) {
         return fail(EV_ERROR_INVALID_PARAM,
-                    "config.backend " + std::to_string((int)c->backend) + " is not one of AUTO(0), METAL(1), VULKAN(2), CPU(3)");
+                    "config.backend " + std::to_string(backend) + " is not one of AUTO(0), METAL(1), VULKAN(2), CPU(3)");
     }
     if (c->num_threads < 0) return fail(EV_ERROR_INVALID_PARAM, "config.num_threads must be >= 0 (0 = auto)");
     if (c->context_size < 0) return fail(EV_ERROR_INVALID_PARAM, "config.context_size must be >= 0 (0 = the model's)");
