@@ -3,6 +3,7 @@
 #include "ev_internal.h"
 #include "text_output.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -99,6 +100,103 @@ ev_error_t read_params(const ev_generation_params* in, Params* out) {
     return EV_SUCCESS;
 }
 
+// The repeat/frequency/presence penalties of llama.cpp's penalties sampler,
+// with the same window and the same arithmetic (bit-identical logits), but
+// applied only to the <= 64 distinct tokens of the window. llama.cpp's looks
+// every candidate up in a hash map: ~49k lookups per token for SmolLM2's
+// vocabulary, about as long as the rest of sampling (benchmarks/README.md).
+struct Penalties {
+    int32_t n_vocab, last_n;
+    float repeat, freq, present;
+    std::vector<llama_token> ring;      // the window; once full, head is the oldest
+    size_t head = 0;
+    std::vector<int32_t> count;         // occurrences in the window, per token id
+    std::vector<llama_token> distinct;  // the ids whose count is > 0
+};
+
+void penalize(const Penalties* p, llama_token_data& d, int32_t c) {
+    if (d.logit <= 0) {
+        d.logit *= p->repeat;
+    } else {
+        d.logit /= p->repeat;
+    }
+    d.logit -= float(c) * p->freq + float(c > 0) * p->present;
+}
+
+const char* penalties_name(const llama_sampler*) { return "ev-penalties"; }
+
+void penalties_accept(llama_sampler* s, llama_token tok) {
+    auto* p = static_cast<Penalties*>(s->ctx);
+    if (p->last_n <= 0 || tok < 0 || tok >= p->n_vocab) return;
+    if (p->count[tok]++ == 0) p->distinct.push_back(tok);
+    if (p->ring.size() < static_cast<size_t>(p->last_n)) {
+        p->ring.push_back(tok);
+        return;
+    }
+    llama_token old = p->ring[p->head];
+    p->ring[p->head] = tok;
+    p->head = (p->head + 1) % p->ring.size();
+    if (--p->count[old] == 0) {
+        auto it = std::find(p->distinct.begin(), p->distinct.end(), old);
+        *it = p->distinct.back();
+        p->distinct.pop_back();
+    }
+}
+
+void penalties_apply(llama_sampler* s, llama_token_data_array* cur) {
+    auto* p = static_cast<Penalties*>(s->ctx);
+    if (p->distinct.empty()) return;
+    // llama_sampler_sample lays out the whole vocabulary by id (a grammar
+    // before us only masks logits): then each token is found by its index
+    bool by_id = true;
+    for (llama_token t : p->distinct) {
+        if (static_cast<size_t>(t) >= cur->size || cur->data[t].id != t) {
+            by_id = false;
+            break;
+        }
+    }
+    if (by_id) {
+        for (llama_token t : p->distinct) penalize(p, cur->data[t], p->count[t]);
+    } else {
+        for (size_t i = 0; i < cur->size; ++i) {
+            llama_token t = cur->data[i].id;
+            if (t >= 0 && t < p->n_vocab && p->count[t] > 0) penalize(p, cur->data[i], p->count[t]);
+        }
+    }
+    cur->sorted = false;
+}
+
+void penalties_reset(llama_sampler* s) {
+    auto* p = static_cast<Penalties*>(s->ctx);
+    for (llama_token t : p->distinct) p->count[t] = 0;
+    p->distinct.clear();
+    p->ring.clear();
+    p->head = 0;
+}
+
+llama_sampler* penalties_clone(const llama_sampler* s);
+
+void penalties_free(llama_sampler* s) { delete static_cast<Penalties*>(s->ctx); }
+
+llama_sampler_i penalties_iface = {
+    penalties_name, penalties_accept, penalties_apply, penalties_reset, penalties_clone, penalties_free,
+    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+};
+
+llama_sampler* penalties_clone(const llama_sampler* s) {
+    auto* p = new Penalties(*static_cast<const Penalties*>(s->ctx));
+    return llama_sampler_init(&penalties_iface, p);
+}
+
+// nullptr when the penalties are off (as llama_sampler_init_penalties would
+// return an empty sampler).
+llama_sampler* init_penalties(int32_t n_vocab, int32_t last_n, float repeat, float freq, float present) {
+    if (last_n <= 0 || (repeat == 1.0f && freq == 0.0f && present == 0.0f)) return nullptr;
+    auto* p = new Penalties{n_vocab, last_n, repeat, freq, present, {}, 0, std::vector<int32_t>(n_vocab, 0), {}};
+    p->ring.reserve(static_cast<size_t>(last_n));
+    return llama_sampler_init(&penalties_iface, p);
+}
+
 }  // namespace
 
 // One generation. All methods except cancel-related reads run with the
@@ -183,8 +281,9 @@ struct Generation {
             llama_sampler_chain_add(smpl, g);
         }
         if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
-            llama_sampler_chain_add(smpl, llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), 64, p.repeat_penalty,
-                                                                       p.frequency_penalty, p.presence_penalty));
+            llama_sampler* pen = init_penalties(llama_vocab_n_tokens(e->vocab), 64, p.repeat_penalty,
+                                                p.frequency_penalty, p.presence_penalty);
+            if (pen) llama_sampler_chain_add(smpl, pen);
         }
         if (p.temperature <= 0.0f) {
             llama_sampler_chain_add(smpl, llama_sampler_init_greedy());

@@ -8,14 +8,20 @@
 
 #include "ggml.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
-#include <unordered_set>
+#include <deque>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -34,8 +40,11 @@ size_t scalar_size(uint32_t t) {
     }
 }
 
+// Reads the file through a read-only mapping: the vocabulary and merges are
+// ~100k small strings, and one stdio call (or seek) each made this walk cost
+// a fifth of ev_init (benchmarks/README.md).
 struct Reader {
-    FILE* f;
+    const unsigned char* base;
     uint64_t size;
     uint64_t pos = 0;
     std::string err;
@@ -46,10 +55,7 @@ struct Reader {
                   std::to_string(pos) + " of " + std::to_string(size) + ")";
             return false;
         }
-        if (fread(dst, 1, n, f) != n) {
-            err = std::string("read error in ") + what;
-            return false;
-        }
+        memcpy(dst, base + pos, n);
         pos += n;
         return true;
     }
@@ -59,17 +65,14 @@ struct Reader {
                   std::to_string(pos) + " of " + std::to_string(size) + ")";
             return false;
         }
-        if (fseeko(f, static_cast<off_t>(pos + n), SEEK_SET) != 0) {
-            err = std::string("seek error in ") + what;
-            return false;
-        }
         pos += n;
         return true;
     }
     template <typename T>
     bool get(T& v, const char* what) { return read(&v, sizeof v, what); }
 
-    bool str(std::string* out, const char* what) {
+    // A string's bytes, in place (*out points into the mapping).
+    bool str_view(std::string_view* out, const char* what) {
         uint64_t len;
         if (!get(len, what)) return false;
         if (len > size - pos) {
@@ -77,31 +80,72 @@ struct Reader {
                   " runs past the end of the file";
             return false;
         }
+        if (out) *out = std::string_view(reinterpret_cast<const char*>(base + pos), static_cast<size_t>(len));
+        pos += len;
+        return true;
+    }
+
+    bool str(std::string* out, const char* what) {
+        std::string_view v;
+        if (!str_view(&v, what)) return false;
         if (out) {
-            if (len > (1u << 16)) {
-                err = std::string("implausibly long ") + what + " (" + std::to_string(len) + " bytes)";
+            if (v.size() > (1u << 16)) {
+                err = std::string("implausibly long ") + what + " (" + std::to_string(v.size()) + " bytes)";
                 return false;
             }
-            out->resize(len);
-            return len == 0 || read(&(*out)[0], len, what);
+            out->assign(v.data(), v.size());
         }
-        return skip(len, what);
+        return true;
     }
 };
 
 // Reads the n strings of tokenizer.ggml.tokens; "" when they are distinct as
 // llama.cpp sees them (an empty token becomes "[EMPTY_<i>]"), else the reason.
+// The texts stay in the mapping; an open-addressing table of (hash, index)
+// finds the first repeat as it is read, like a set of strings but without a
+// node and a copy per token.
 std::string check_vocab(Reader& r, uint64_t n) {
-    std::unordered_set<std::string> seen;
-    seen.reserve(static_cast<size_t>(n < (1u << 20) ? n : (1u << 20)));
-    std::string tok;
-    for (uint64_t j = 0; j < n; ++j) {
-        if (!r.str(&tok, "the token list")) return r.err;
-        if (tok.empty()) tok = "[EMPTY_" + std::to_string(j) + "]";
-        if (!seen.insert(tok).second) {
-            return "corrupt vocabulary: token " + std::to_string(j) + " ('" + tok.substr(0, 40) +
-                   "') appears twice in tokenizer.ggml.tokens";
+    std::vector<std::string_view> text;
+    text.reserve(static_cast<size_t>(n < (1u << 20) ? n : (1u << 20)));
+    std::deque<std::string> empties;  // the "[EMPTY_<i>]" names (stable addresses)
+    using Slot = std::pair<size_t, size_t>;  // (hash, index + 1); index 0 = empty
+    std::vector<Slot> table(1u << 10);
+    auto insert = [](std::vector<Slot>& t, size_t h, size_t idx) {
+        size_t mask = t.size() - 1;
+        for (size_t i = h & mask;; i = (i + 1) & mask) {
+            if (t[i].second == 0) {
+                t[i] = {h, idx};
+                return;
+            }
         }
+    };
+    for (uint64_t j = 0; j < n; ++j) {
+        std::string_view v;
+        if (!r.str_view(&v, "the token list")) return r.err;
+        if (v.size() > (1u << 16)) {
+            return "implausibly long the token list (" + std::to_string(v.size()) + " bytes)";
+        }
+        if (v.empty()) {
+            empties.push_back("[EMPTY_" + std::to_string(j) + "]");
+            v = empties.back();
+        }
+        size_t h = std::hash<std::string_view>{}(v);
+        size_t mask = table.size() - 1;
+        for (size_t i = h & mask; table[i].second != 0; i = (i + 1) & mask) {
+            if (table[i].first == h && text[table[i].second - 1] == v) {
+                return "corrupt vocabulary: token " + std::to_string(j) + " ('" +
+                       std::string(v.substr(0, 40)) + "') appears twice in tokenizer.ggml.tokens";
+            }
+        }
+        text.push_back(v);
+        if (2 * text.size() > table.size()) {  // keep the load at most 1/2
+            std::vector<Slot> bigger(table.size() * 2);
+            for (const Slot& s : table) {
+                if (s.second != 0) insert(bigger, s.first, s.second);
+            }
+            table.swap(bigger);
+        }
+        insert(table, h, text.size());
     }
     return "";
 }
@@ -234,16 +278,16 @@ std::string check_gguf_file(const std::string& path) {
     }
     if (S_ISDIR(st.st_mode)) return "model path is a directory, not a GGUF file";
     if (!S_ISREG(st.st_mode)) return "model path is not a regular file";
-    FILE* f = fopen(path.c_str(), "rb");
-    if (f == nullptr) return std::string("cannot open model file: ") + strerror(errno);
-    Reader r{f, static_cast<uint64_t>(st.st_size), 0, std::string()};
-    std::string err;
-    if (r.size == 0) {
-        err = "model file is empty";
-    } else {
-        err = walk(r);
-    }
-    fclose(f);
+    if (st.st_size == 0) return "model file is empty";
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::string("cannot open model file: ") + strerror(errno);
+    void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED) return std::string("cannot read model file: ") + strerror(map_errno);
+    Reader r{static_cast<const unsigned char*>(map), static_cast<uint64_t>(st.st_size), 0, std::string()};
+    std::string err = walk(r);
+    munmap(map, static_cast<size_t>(st.st_size));
     return err;
 }
 
