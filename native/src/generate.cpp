@@ -788,7 +788,10 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
 
 EV_API bool ev_stream_has_next(ev_stream stream) {
     if (!stream_ok(stream)) return false;
-    return !stream->ended.load() && !stream->cancel.load();
+    if (stream->ended.load() || stream->cancel.load()) return false;
+    // ev_generate_cancel() on the context cancels its active stream too.
+    const auto& e = stream->engine;
+    return !(e->cancel_requested.load() && e->active_stream.load() == stream);
 }
 
 EV_API void ev_stream_cancel(ev_stream stream) {
