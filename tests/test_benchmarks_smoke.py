@@ -1,0 +1,77 @@
+"""The benchmarks run in the test command, once and small, so they cannot rot.
+
+* every pytest-benchmark bench in ``benchmarks/`` once (``--benchmark-disable``:
+  quick sizes, no timing loops);
+* ``benchmarks.compare.main(["--quick", ...])``: one small round of every tool
+  that is already built (it builds nothing in quick mode) plus the curl vs
+  ``ModelManager`` download on two small files, checked for the JSON it writes.
+
+The real measurements are ``python -m benchmarks.compare`` (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_pytest_benchmarks_run_once() -> None:
+    pytest.importorskip("pytest_benchmark")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "-q",
+            "--benchmark-disable",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in proc.stdout, tail
+
+
+def test_compare_quick(tmp_path: Path, smollm2_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import compare
+
+    out = tmp_path / "compare.json"
+    args = ["--quick", "--model", str(smollm2_path), "--json", str(out)]
+    if shutil.which("curl") is None:
+        args.append("--no-download")
+    assert compare.main(args) == 0
+    res = json.loads(out.read_text())
+    py = res["pooled"]["py_generate"]
+    assert py["e2e_tok_s"]["median"] > 0
+    assert py["decode_tok_s"]["median"] > 0
+    assert res["pooled"]["py_stream"]["first_token_ms"]["median"] > 0
+    assert py["call_ns:ev_is_valid(ctx)"]["median"] > 0
+    assert res["ratios"]["stream_vs_generate"]["median"] > 0
+    if shutil.which("curl"):
+        for d in res["download"].values():
+            assert d["ours_mb_s"]["median"] > 0
+            assert d["curl_pipe_mb_s"]["median"] > 0
+    # quick runs never overwrite the real results
+    assert (
+        not (ROOT / "build" / "bench" / "latest.json").exists()
+        or json.loads((ROOT / "build" / "bench" / "latest.json").read_text())["config"]["quick"]
+        is False
+    )
