@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,21 +42,27 @@ PROMPT = (
 TG_PROMPT = "Count from 1 to 200, separated by commas: 1, 2, 3,"
 
 
-def build_time(backend: str) -> float:
-    """Seconds to configure and build the core for backend from clean, in a temp dir."""
+def build_time(backend: str) -> Dict[str, float]:
+    """Wall and CPU (user+sys) seconds to configure and build the core for backend from clean.
+
+    CPU seconds are what the build costs; wall seconds also depend on other load on the machine.
+    """
     code = (
         "import sys, pathlib, build_native as b; "
         "b.cmake_build(out=pathlib.Path(sys.argv[1]), tests=False)"
     )
     with tempfile.TemporaryDirectory(prefix=f"ev-build-{backend}-", dir=ROOT / "build") as tmp:
         env = dict(os.environ, EDGEVEDA_BACKEND=backend)
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", code, tmp], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         elapsed = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f"{backend} build failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"wall_s": round(elapsed, 1), "cpu_s": round(cpu, 1), "load1": os.getloadavg()[0]}
 
 
 def speed(model: Path, backend: Any, reps: int, tg_tokens: int) -> Dict[str, Any]:
@@ -106,8 +113,8 @@ def main() -> int:
     results: Dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
 
     if args.build_times:
-        results["build_s"] = {b: round(build_time(b), 1) for b in ("cpu", "vulkan")}
-        print(f"clean build (configure + libraries): {results['build_s']}", flush=True)
+        results["build"] = {b: build_time(b) for b in ("cpu", "vulkan")}
+        print(f"clean build (configure + libraries): {results['build']}", flush=True)
 
     sys.path.insert(0, str(ROOT / "tests"))
     import model_factory  # noqa: E402
