@@ -987,6 +987,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         a.pp = "32"
         a.download_sizes, a.download_reps = "2,8", 1
         a.no_penalty_rows = True
+        a.no_llama = True  # CI has no llama-bench build; the smoke run is the same everywhere
     a.pp = [int(x) for x in str(a.pp).split(",") if x.strip()]
     a.download_sizes = [
         float(x) if "." in x else int(x) for x in str(a.download_sizes).split(",") if x.strip()
