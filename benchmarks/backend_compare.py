@@ -80,7 +80,7 @@ def speed(model: Path, backend: Any, reps: int, tg_tokens: int) -> Dict[str, Any
         tg: List[float] = []
         gen_tokens: List[int] = []
         for _ in range(reps):
-            r = llm.generate(PROMPT, max_tokens=0, temperature=0)
+            r = llm.generate(PROMPT, max_tokens=1, temperature=0)
             pp.append(r.stats.prompt_tokens / (r.stats.prompt_ms / 1000.0))
             r = llm.generate(TG_PROMPT, max_tokens=tg_tokens, temperature=0)
             if r.stats.completion_tokens > 1 and r.stats.generation_ms > 0:

@@ -367,6 +367,8 @@ struct Generation {
             }
             e->cached_tokens.insert(e->cached_tokens.end(), prompt.begin() + i, prompt.begin() + i + n);
         }
+        // GPU backends (Vulkan, Metal) compute asynchronously: wait, so prompt_ms is the work's.
+        llama_synchronize(e->lctx);
         stats.prompt_ms = ms_since(t_start);
         return EV_SUCCESS;
     }
