@@ -50,6 +50,19 @@
  *     this API (except ev_free() of the context that is calling them).
  *   - ev_free() must not race with other calls on the same context.
  *
+ * fork()
+ *   - A context or stream belongs to the process that created it. In a child
+ *     of fork() the parent's handles are refused: every call on them fails
+ *     with EV_ERROR_CONTEXT_INVALID ("... created before fork() ..."),
+ *     ev_is_valid() returns false, ev_stream_has_next() false, the cancels do
+ *     nothing, and ev_free() / ev_stream_free() only forget the handle,
+ *     touching none of its state (its locks may be held by parent threads that
+ *     do not exist in the child). Found by a pthread_atfork() counter, not by
+ *     getpid(), so the check costs one atomic load.
+ *   - Safe in the child: exec or exit; ev_init() of a new context and any use
+ *     of it; the functions that take no context. The parent's handles keep
+ *     working in the parent.
+ *
  * Memory accounting
  *   - Byte counts are llama.cpp's own buffer sizes (model weights, KV cache,
  *     compute buffers), deterministic for a given model and config; they are
@@ -74,9 +87,9 @@
 
 /* The API version; the Python extension bakes it in and checks it at import. */
 #define EV_VERSION_MAJOR 1
-#define EV_VERSION_MINOR 1
+#define EV_VERSION_MINOR 2
 #define EV_VERSION_PATCH 0
-#define EV_VERSION_STRING "1.1.0"
+#define EV_VERSION_STRING "1.2.0"
 
 #ifdef __cplusplus
 extern "C" {

@@ -377,6 +377,13 @@ EV_API ev_context ev_init(const ev_config* config, ev_error_t* error) {
 EV_API void ev_free(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic) return;
     ctx->magic.store(ev::kDeadMagic);
+    if (ctx->inherited()) {
+        // A fork()ed child's copy of the parent's context: its locks may be
+        // held by threads that do not exist here, and llama.cpp's buffers are
+        // the parent's (copy-on-write). Forget it without touching anything:
+        // the copy is released when this process exits or execs.
+        return;
+    }
     std::shared_ptr<Engine> e = std::move(ctx->engine);
     if (e) {
         e->freed.store(true);
@@ -396,6 +403,7 @@ EV_API void ev_free(ev_context ctx) {
 
 EV_API bool ev_is_valid(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic || !ctx->engine) return false;
+    if (ctx->inherited()) return false;
     return !ctx->engine->unloaded.load() && !ctx->engine->freed.load();
 }
 

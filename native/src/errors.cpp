@@ -33,6 +33,10 @@ ev::Engine* ev_engine_of(ev_context ctx, ev_error_t* code, bool need_model) {
         *code = ev::fail(EV_ERROR_CONTEXT_INVALID, "context was freed or is not an ev_context");
         return nullptr;
     }
+    if (ctx->inherited()) {
+        *code = ev::fail(EV_ERROR_CONTEXT_INVALID, ev::inherited_handle_message());
+        return nullptr;
+    }
     ev::Engine* e = ctx->engine.get();
     if (need_model && e->unloaded.load()) {
         *code = EV_ERROR_CONTEXT_INVALID;
@@ -69,6 +73,7 @@ EV_API const char* ev_get_last_error(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic || !ctx->engine) {
         return ev::thread_error();
     }
+    if (ctx->inherited()) return ev::inherited_handle_message();  // its error_mutex may be held
     ev::Engine* e = ctx->engine.get();
     std::lock_guard<std::mutex> lock(e->error_mutex);
     return e->last_error.c_str();

@@ -37,6 +37,13 @@ class LogCapture {
     std::string text() const;
 };
 
+// ---- fork() (fork_guard.cpp) ----
+// Bumped in the child of every fork(); a handle made in an earlier generation
+// belongs to the parent process.
+uint32_t fork_generation();
+// The error text for a handle used in a fork()ed child.
+const char* inherited_handle_message();
+
 // ---- backend (backend.cpp) ----
 void backend_acquire();
 void backend_release();
@@ -113,6 +120,8 @@ struct Engine {
 
 struct ev_context_impl {
     std::atomic<uint32_t> magic{ev::kContextMagic};
+    const uint32_t fork_generation = ev::fork_generation();  // the process it belongs to
+    bool inherited() const { return fork_generation != ev::fork_generation(); }
     std::shared_ptr<ev::Engine> engine;
 };
 

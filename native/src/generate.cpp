@@ -501,6 +501,7 @@ struct Generation {
 
 struct ev_stream_impl {
     std::atomic<uint32_t> magic{ev::kStreamMagic};
+    const uint32_t fork_generation = ev::fork_generation();  // the process it belongs to
     std::shared_ptr<ev::Engine> engine;
     std::mutex mutex;  // the stream lock (taken before the context lock)
     std::atomic<bool> cancel{false};
@@ -536,7 +537,15 @@ void deactivate(ev_stream s) {
     s->engine->active_stream.compare_exchange_strong(expected, nullptr);
 }
 
-bool stream_ok(ev_stream s) { return s != nullptr && s->magic.load() == ev::kStreamMagic; }
+bool stream_live(ev_stream s) { return s != nullptr && s->magic.load() == ev::kStreamMagic; }
+bool stream_inherited(ev_stream s) { return s->fork_generation != ev::fork_generation(); }
+bool stream_ok(ev_stream s) { return stream_live(s) && !stream_inherited(s); }
+
+// Why a stream handle cannot be used: stored as this thread's error.
+ev_error_t stream_error(ev_stream s) {
+    if (stream_live(s)) return fail(EV_ERROR_CONTEXT_INVALID, ev::inherited_handle_message());
+    return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+}
 
 }  // namespace
 
@@ -720,7 +729,7 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
     ev_error_t dummy;
     if (error == nullptr) error = &dummy;
     if (!stream_ok(stream)) {
-        *error = fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+        *error = stream_error(stream);
         return nullptr;
     }
     std::lock_guard<std::mutex> slock(stream->mutex);
@@ -807,7 +816,13 @@ EV_API void ev_stream_cancel(ev_stream stream) {
 }
 
 EV_API void ev_stream_free(ev_stream stream) {
-    if (!stream_ok(stream)) return;
+    if (!stream_live(stream)) return;
+    if (stream_inherited(stream)) {
+        // a fork()ed child's copy of the parent's stream: forget it, touch
+        // nothing (see ev_free)
+        stream->magic.store(ev::kDeadMagic);
+        return;
+    }
     {
         std::lock_guard<std::mutex> slock(stream->mutex);
         stream->magic.store(ev::kDeadMagic);
@@ -828,7 +843,7 @@ EV_API void ev_stream_free(ev_stream stream) {
 }
 
 EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_info* info) {
-    if (!stream_ok(stream)) return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+    if (!stream_ok(stream)) return stream_error(stream);
     if (info == nullptr) return fail(EV_ERROR_INVALID_PARAM, "info is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
     const auto& g = stream->gen;
@@ -840,7 +855,7 @@ EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_inf
 }
 
 EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
-    if (!stream_ok(stream)) return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
+    if (!stream_ok(stream)) return stream_error(stream);
     if (stats == nullptr) return fail(EV_ERROR_INVALID_PARAM, "stats is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
     *stats = stream->gen.current_stats();

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static void on_alarm(int sig) {
 
 typedef struct {
     ev_context ctx;
-    int calls;
+    atomic_int calls; /* read by the main thread while a worker may call back */
     pthread_t thread;
     size_t current, limit;
     /* what the callback does with the API (0: nothing) */
