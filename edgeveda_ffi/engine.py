@@ -692,6 +692,17 @@ class EdgeVeda:
         self._native(lib.ev_set_memory_limit, limit_bytes)
         self._raise_pending()
 
+    def memory_cleanup(self) -> MemoryStats:
+        """Free what can be freed without unloading the model.
+
+        Clears the KV cache (so the prompt cache too: the next prompt is
+        processed from scratch) and frees the embedding context, which
+        :meth:`embed` creates on first use. Returns the stats afterwards.
+        Raises InitializationException while a stream is open on this engine.
+        """
+        self._native(lib.ev_memory_cleanup)
+        return self.memory_stats()
+
     def on_memory_pressure(
         self, callback: Callable[[MemoryPressureEvent], Any]
     ) -> Callable[[], None]:

@@ -59,7 +59,8 @@ export EV_TEST_MODEL
 case "$EDGEVEDA_SANITIZE" in
     *thread*)
         RUNTIME="$(gcc -print-file-name=libtsan.so) $(gcc -print-file-name=libstdc++.so)"
-        export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0}"
+        # scripts/tsan-openmp.supp: libgomp's barriers are invisible to TSan (see the file)
+        export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:suppressions=$ROOT/scripts/tsan-openmp.supp:print_suppressions=1}"
         ;;
     *address*)
         # libstdc++ too: Python does not link it, and when it is loaded after the

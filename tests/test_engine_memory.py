@@ -427,3 +427,39 @@ def test_engine_left_open_at_exit(tiny_model_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
+
+
+# ------------------------------------------------------------------------------------------
+# memory_cleanup
+# ------------------------------------------------------------------------------------------
+
+
+def test_memory_cleanup_frees_embedding_context_and_prompt_cache(tiny_model_path: Path) -> None:
+    from edgeveda_ffi import EngineClosedException
+
+    with _tiny(tiny_model_path) as eng:
+        base = eng.memory_stats()
+        eng.embed("a sentence to embed")
+        with_embed = eng.memory_stats()
+        assert with_embed.context_bytes > base.context_bytes  # the embedding context
+        prompt = "the same prompt twice"
+        eng.generate(prompt, max_tokens=2, temperature=0.0)
+        assert eng.generate(prompt, max_tokens=2, temperature=0.0).stats.cached_tokens > 0
+
+        after = eng.memory_cleanup()
+        assert after == eng.memory_stats()
+        assert after.context_bytes == base.context_bytes
+        assert after.current_bytes == base.current_bytes
+        assert after.model_bytes == with_embed.model_bytes  # the model stays loaded
+        r = eng.generate(prompt, max_tokens=2, temperature=0.0)
+        assert r.stats.cached_tokens == 0 and r.completion_tokens == 2
+        assert len(eng.embed("again").embedding) > 0  # recreated on demand
+
+        with eng.stream("a stream holds the context", max_tokens=4) as st:
+            next(iter(st))
+            with pytest.raises(InitializationException, match="stream is active") as ei:
+                eng.memory_cleanup()
+            assert ei.value.code == NativeErrorCode.CONTEXT_INVALID  # type: ignore[attr-defined]
+        eng.memory_cleanup()  # fine again once the stream is closed
+    with pytest.raises(EngineClosedException):
+        eng.memory_cleanup()
