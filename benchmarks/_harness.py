@@ -89,6 +89,65 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def measure_generate(adapter: Any, prompt: str, n_gen: int) -> Dict[str, Any]:
+    """One blocking generation: tokens, end-to-end tok/s, and the library's
+    own decode tok/s when it reports one (``last_decode_tok_s``)."""
+    t0 = time.perf_counter()
+    n = adapter.generate(prompt, n_gen)
+    wall = time.perf_counter() - t0
+    out: Dict[str, Any] = {"tokens": n, "e2e_tok_s": n / wall}
+    core = getattr(adapter, "last_decode_tok_s", None)
+    if core is not None:
+        out["decode_tok_s"] = core()
+    return out
+
+
+def measure_stream(adapter: Any, prompt: str, n_gen: int) -> Dict[str, Any]:
+    """One stream: tokens, end-to-end tok/s, first-token ms (call to the first
+    piece in hand) and decode tok/s (pieces after the first / their time)."""
+    t0 = time.perf_counter()
+    first = last = None
+    for _piece in adapter.stream(prompt, n_gen):
+        last = time.perf_counter()
+        if first is None:
+            first = last
+    wall = time.perf_counter() - t0
+    n = adapter.last_count()
+    out: Dict[str, Any] = {"tokens": n, "e2e_tok_s": n / wall}
+    if first is not None:
+        out["first_token_ms"] = (first - t0) * 1e3
+    if first is not None and last is not None and last > first and n > 1:
+        out["decode_tok_s"] = (n - 1) / (last - first)
+    return out
+
+
+def serve(adapter: Any, args: Any) -> None:
+    """Paired mode (``compare.py --paired``): load once, then answer one
+    measurement per line on stdin (``generate`` or ``stream``; ``quit`` or
+    EOF ends) with one JSON line on stdout. The caller alternates tools
+    sample by sample, so neighbouring samples of different tools share the
+    machine's conditions."""
+    gc.disable()
+    try:
+        adapter.load()
+        adapter.generate(args.prompt, 8)  # warm-up
+        emit({"ready": True})
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == "generate":
+                emit(measure_generate(adapter, args.prompt, args.n_gen))
+            elif cmd == "stream":
+                emit(measure_stream(adapter, args.prompt, args.n_gen))
+            elif cmd in ("", "quit"):
+                break
+            else:
+                emit({"error": f"unknown command {cmd!r}"})
+            gc.collect()  # between samples, never inside one
+    finally:
+        gc.enable()
+        adapter.close()
+
+
 def run_suite(adapter: Any, args: Any) -> Dict[str, Any]:
     """Measure load, trivial call, pp, generate, stream and first token."""
     reps = max(1, int(args.reps))
@@ -132,29 +191,18 @@ def run_suite(adapter: Any, args: Any) -> Dict[str, Any]:
         st_e2e, st_tokens, st_decode, st_first = [], [], [], []
         for _ in range(reps):
             # generate and stream alternate, so drift hits both alike
-            t0 = time.perf_counter()
-            n = adapter.generate(prompt, args.n_gen)
-            wall = time.perf_counter() - t0
-            gen_tokens.append(n)
-            gen_e2e.append(n / wall)
-            core = getattr(adapter, "last_decode_tok_s", None)
-            if core is not None:
-                gen_decode.append(core())
-
-            t0 = time.perf_counter()
-            first = last = None
-            for _piece in adapter.stream(prompt, args.n_gen):
-                last = time.perf_counter()
-                if first is None:
-                    first = last
-            wall = time.perf_counter() - t0
-            n = adapter.last_count()
-            st_tokens.append(n)
-            st_e2e.append(n / wall)
-            if first is not None:
-                st_first.append((first - t0) * 1e3)
-            if first is not None and last is not None and last > first and n > 1:
-                st_decode.append((n - 1) / (last - first))
+            g = measure_generate(adapter, prompt, args.n_gen)
+            gen_tokens.append(g["tokens"])
+            gen_e2e.append(g["e2e_tok_s"])
+            if "decode_tok_s" in g:
+                gen_decode.append(g["decode_tok_s"])
+            st = measure_stream(adapter, prompt, args.n_gen)
+            st_tokens.append(st["tokens"])
+            st_e2e.append(st["e2e_tok_s"])
+            if "first_token_ms" in st:
+                st_first.append(st["first_token_ms"])
+            if "decode_tok_s" in st:
+                st_decode.append(st["decode_tok_s"])
         out["generate"] = {
             "tokens": gen_tokens,
             "e2e_tok_s": summary(gen_e2e),
@@ -183,6 +231,9 @@ def add_common_args(parser: Any) -> None:
     parser.add_argument("--context-size", type=int, default=2048)
     parser.add_argument("--prompt-file", default=None)
     parser.add_argument("--calls", type=int, default=200_000, help="timeit calls per sample")
+    parser.add_argument(
+        "--serve", action="store_true", help="paired mode: one measurement per stdin line"
+    )
 
 
 def finish_args(args: Any) -> Any:

@@ -95,6 +95,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = h.finish_args(parser.parse_args(argv))
     import edgeveda_ffi
 
+    if args.serve:
+        h.serve(OursAdapter(args), args)
+        return 0
     result = h.run_suite(OursAdapter(args), args)
     result["tool"] = "edgeveda_ffi"
     result["version"] = getattr(edgeveda_ffi, "__version__", "?")

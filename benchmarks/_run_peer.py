@@ -100,6 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = h.finish_args(parser.parse_args(argv))
     import llama_cpp
 
+    if args.serve:
+        h.serve(PeerAdapter(args), args)
+        return 0
     result = h.run_suite(PeerAdapter(args), args)
     result["tool"] = "llama-cpp-python"
     result["version"] = getattr(llama_cpp, "__version__", "?")

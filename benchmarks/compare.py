@@ -18,6 +18,11 @@ rotates each round, so drift on a noisy machine hits every tool alike):
 * ``curl`` against our downloader (``ModelManager.download``, sha256 inline) on
   the same files from the same 127.0.0.1 server, with our peak RSS for two sizes.
 
+``--paired N`` adds N blocks of the paired mode (``benchmarks/_paired.py``): every
+tool loaded once in its own worker process, one generation of each tool back to
+back per block, ratios per block. That is the mode for the speed targets on a
+noisy machine; the rounds still give load, pp, trivial calls and download.
+
 It prints a table of absolute numbers (median and min-max over all samples),
 the ratios the project targets (computed per round, then the median and range
 over rounds), and writes everything as JSON (``build/bench/compare-*.json``
@@ -88,8 +93,18 @@ def summarize(values: Sequence[float]) -> Dict[str, Any]:
         "median": statistics.median(vals),
         "min": min(vals),
         "max": max(vals),
+        "p25": _quantile(vals, 0.25),
+        "p75": _quantile(vals, 0.75),
         "values": vals,
     }
+
+
+def _quantile(vals: Sequence[float], q: float) -> float:
+    s = sorted(vals)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 # --------------------------------------------------------------------------
@@ -660,8 +675,62 @@ def _fmt(s: Dict[str, Any], fmt: str) -> Tuple[str, str]:
     return fmt.format(s["median"]), f"{fmt.format(s['min'])}–{fmt.format(s['max'])}"
 
 
+TARGET_RATIO_HEADER = ["target ratio (per round or per paired block)", "median", "min–max", "goal"]
+TARGET_RATIO_HEADER.append("met")
+PAIRED_RATIO_HEADER = ["paired: ratio (per block)", "median", "p25–p75", "min–max", "blocks"]
+PAIRED_RATIO_HEADER += ["goal", "met"]
+
+#: targets that the paired mode measures better than rounds do (see _paired.py)
+PAIRED_TARGETS = {
+    "py_decode_vs_llama_bench",
+    "stream_vs_generate",
+    "e2e_vs_peer",
+    "first_token_vs_peer",
+}
+
+
+def _iqr(s: Dict[str, Any], fmt: str) -> str:
+    if s.get("p25") is None:
+        return ""
+    return f"{fmt.format(s['p25'])}–{fmt.format(s['p75'])}"
+
+
+def build_paired_tables(res: Dict[str, Any]) -> Tuple[List[List[str]], List[List[str]]]:
+    """(absolute numbers, ratios) of the paired blocks; empty without --paired."""
+    paired = res.get("paired") or {}
+    rows: List[List[str]] = []
+    for key, label, fmt in METRICS:
+        for tool, tname in TOOLS:
+            st = paired.get("pooled", {}).get(tool, {}).get(key)
+            if st and st.get("median") is not None:
+                rows.append([label, tname, fmt.format(st["median"]), _iqr(st, fmt), str(st["n"])])
+    ratio_rows: List[List[str]] = []
+    goals = {k: (goal, higher) for k, _, goal, higher in TARGETS}
+    descs = {k: desc for k, desc, _, _ in TARGETS}
+    for key, r in paired.get("ratios", {}).items():
+        if not r.get("n"):
+            continue
+        goal, higher = goals.get(key, (None, True))
+        met = ""
+        if goal is not None:
+            met = "yes" if (r["median"] >= goal if higher else r["median"] <= goal) else "NO"
+        ratio_rows.append(
+            [
+                descs.get(key, r.get("desc", key)),
+                f"{r['median']:.3f}",
+                _iqr(r, "{:.3f}"),
+                f"{r['min']:.3f}–{r['max']:.3f}",
+                str(r["n"]),
+                "" if goal is None else ("≥ " if higher else "≤ ") + f"{goal:g}",
+                met,
+            ]
+        )
+    return rows, ratio_rows
+
+
 def build_tables(res: Dict[str, Any]) -> Tuple[List[List[str]], List[List[str]], List[List[str]]]:
     pooled = res["pooled"]
+    paired_ratios = (res.get("paired") or {}).get("ratios", {})
     rows: List[List[str]] = []
     for key, label, fmt in METRICS:
         for tool, tname in TOOLS:
@@ -677,6 +746,11 @@ def build_tables(res: Dict[str, Any]) -> Tuple[List[List[str]], List[List[str]],
     ratio_rows: List[List[str]] = []
     for key, desc, goal, higher in TARGETS:
         r = res["ratios"].get(key)
+        pr = paired_ratios.get(key)
+        if key in PAIRED_TARGETS and pr and pr.get("median") is not None:
+            r, desc = pr, f"{desc} [paired, {pr['n']} blocks]"
+        elif r and r.get("median") is not None:
+            desc = f"{desc} [rounds]"
         if not r or r.get("median") is None:
             ratio_rows.append([desc, "-", "", ("≥ " if higher else "≤ ") + f"{goal:g}", "n/a"])
             continue
@@ -723,10 +797,14 @@ def render_text(res: Dict[str, Any]) -> str:
     parts = [
         table(["metric", "tool", "median", "min–max", "n"], rows),
         "",
-        table(["ratio (per round)", "median", "min–max", "goal", "met"], ratio_rows),
+        table(TARGET_RATIO_HEADER, ratio_rows),
     ]
     if dl_rows:
         parts += ["", table(["file", "download", "median", "min–max"], dl_rows)]
+    p_rows, p_ratios = build_paired_tables(res)
+    if p_rows:
+        parts += ["", table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows)]
+        parts += ["", table(PAIRED_RATIO_HEADER, p_ratios)]
     return "\n".join(parts)
 
 
@@ -752,10 +830,21 @@ def render_markdown(res: Dict[str, Any]) -> str:
         head,
         table(["metric", "tool", "median", "min–max", "n"], rows),
         "",
-        table(["ratio (per round)", "median", "min–max", "goal", "met"], ratio_rows),
+        table(TARGET_RATIO_HEADER, ratio_rows),
     ]
     if dl_rows:
         parts += ["", table(["file", "download", "median", "min–max"], dl_rows)]
+    p_rows, p_ratios = build_paired_tables(res)
+    if p_rows:
+        parts += [
+            "",
+            f"Paired mode: {cfg.get('paired_blocks')} blocks, one generation of every tool per "
+            "block (rotating order), ratios per block:",
+            "",
+            table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows),
+            "",
+            table(PAIRED_RATIO_HEADER, p_ratios),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -947,6 +1036,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="threads for every tool (default: the core's default)",
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds over all tools (default 3)")
+    p.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N blocks of the paired mode (one sample per tool per block) for the speed ratios",
+    )
     p.add_argument("--reps", type=int, default=3, help="repetitions per tool per round (default 3)")
     p.add_argument("--n-gen", type=int, default=128, help="tokens to generate (default 128)")
     p.add_argument("--pp", default="128,512", help="prompt sizes for prompt processing")
@@ -988,12 +1084,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         a.download_sizes, a.download_reps = "2,8", 1
         a.no_penalty_rows = True
         a.no_llama = True  # CI has no llama-bench build; the smoke run is the same everywhere
+        a.paired = min(a.paired, 1)
     a.pp = [int(x) for x in str(a.pp).split(",") if x.strip()]
     a.download_sizes = [
         float(x) if "." in x else int(x) for x in str(a.download_sizes).split(",") if x.strip()
     ]
     a.threads = a.threads or default_threads()
     return a
+
+
+def pool(rounds: List[Dict[str, Samples]]) -> Dict[str, Dict[str, Any]]:
+    """tool -> metric -> summary of every sample over all rounds (or blocks)."""
+    pooled: Dict[str, Dict[str, List[float]]] = {}
+    for r in rounds:
+        for tool, samples in r.items():
+            for key, vals in samples.items():
+                pooled.setdefault(tool, {}).setdefault(key, []).extend(vals)
+    return {t: {k: summarize(v) for k, v in d.items()} for t, d in pooled.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -1091,15 +1198,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             this.update(fn())
         rounds.append(this)
 
+    paired: Dict[str, Any] = {}
+    if a.paired > 0:
+        from benchmarks import _paired
+
+        blocks = _paired.run_blocks(
+            a, prompt_file, ROOT, ev_c, lb, ref, peer, BENCH / "_run_peer.py"
+        )
+        paired = {"blocks": blocks, "pooled": pool(blocks), "ratios": compute_ratios(blocks, {})}
+
     download = {} if a.no_download else run_download(a)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    pooled: Dict[str, Dict[str, Any]] = {}
-    for r in rounds:
-        for tool, samples in r.items():
-            for key, vals in samples.items():
-                pooled.setdefault(tool, {}).setdefault(key, []).extend(vals)
-    pooled_s = {t: {k: summarize(v) for k, v in d.items()} for t, d in pooled.items()}
+    pooled_s = pool(rounds)
     res: Dict[str, Any] = {
         "started": started,
         "command": "python -m benchmarks.compare "
@@ -1110,6 +1221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "threads": a.threads,
             "rounds": a.rounds,
             "reps": a.reps,
+            "paired_blocks": a.paired,
             "n_gen": a.n_gen,
             "pp": a.pp,
             "download_sizes_mib": a.download_sizes,
@@ -1121,6 +1233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "rounds": rounds,
         "pooled": pooled_s,
         "download": download,
+        "paired": paired,
     }
     res["ratios"] = compute_ratios(rounds, download)
     text = render_text(res)

@@ -2,9 +2,11 @@
 
 * every pytest-benchmark bench in ``benchmarks/`` once (``--benchmark-disable``:
   quick sizes, no timing loops);
-* ``benchmarks.compare.main(["--quick", ...])``: one small round of every tool
-  that is already built (it builds nothing in quick mode) plus the curl vs
-  ``ModelManager`` download on two small files, checked for the JSON it writes.
+* ``benchmarks.compare.main(["--quick", "--paired", "1", ...])``: one small
+  round of every tool that is already built (it builds nothing in quick mode),
+  one block of the paired mode (the tools as long-lived workers), and the curl
+  vs ``ModelManager`` download on two small files, checked for the JSON it
+  writes.
 
 The real measurements are ``python -m benchmarks.compare`` (benchmarks/README.md).
 """
@@ -54,7 +56,7 @@ def test_compare_quick(tmp_path: Path, smollm2_path: Path) -> None:
     from benchmarks import compare
 
     out = tmp_path / "compare.json"
-    args = ["--quick", "--model", str(smollm2_path), "--json", str(out)]
+    args = ["--quick", "--paired", "1", "--model", str(smollm2_path), "--json", str(out)]
     if shutil.which("curl") is None:
         args.append("--no-download")
     assert compare.main(args) == 0
@@ -65,6 +67,16 @@ def test_compare_quick(tmp_path: Path, smollm2_path: Path) -> None:
     assert res["pooled"]["py_stream"]["first_token_ms"]["median"] > 0
     assert py["call_ns:ev_is_valid(ctx)"]["median"] > 0
     assert res["ratios"]["stream_vs_generate"]["median"] > 0
+    # the paired mode: one block, one sample per worker, ratios within the block
+    paired = res["paired"]
+    assert len(paired["blocks"]) == 1
+    block = paired["blocks"][0]
+    assert block["py_generate"]["e2e_tok_s"][0] > 0
+    assert block["py_stream"]["first_token_ms"][0] > 0
+    assert paired["ratios"]["stream_vs_generate"]["n"] == 1
+    if (ROOT / "build" / "native-cpu" / "tests" / "ev_bench_c").is_file():
+        assert block["ev_bench_c"]["decode_tok_s"][0] > 0
+        assert paired["ratios"]["py_decode_vs_c"]["n"] == 1
     if shutil.which("curl"):
         for d in res["download"].values():
             assert d["ours_mb_s"]["median"] > 0

@@ -8,6 +8,7 @@
  *
  *   llama_ref -m MODEL [-t THREADS] [-p 128,512] [-n 128] [-r 5] [-c 2048]
  *             [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE] [-o OUT] [--show]
+ *             [--serve]   (paired mode, as ev_bench_c --serve)
  *
  * Context options match ev_config_default(): n_ctx 2048, n_batch 512,
  * n_ubatch 512, flash attention auto, F16 KV cache, mmap.
@@ -199,7 +200,8 @@ static void print_int_array(FILE* out, const int* v, int n) {
 static void usage(void) {
     fprintf(stderr,
             "usage: llama_ref -m MODEL [-t THREADS] [-p 128,512] [-n 128] [-r 5] [-c 2048]\n"
-            "                 [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE] [-o OUT] [--show]\n");
+            "                 [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE] [-o OUT] [--show]\n"
+            "                 [--serve]\n");
 }
 
 int main(int argc, char** argv) {
@@ -210,7 +212,7 @@ int main(int argc, char** argv) {
     int pp_sizes[MAX_PP] = {128, 512};
     int n_pp = 2;
     float repeat_penalty = 1.0f;
-    bool show = false;
+    bool show = false, serve = false;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -225,6 +227,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(a, "--prompt-file")) { NEED_ARG; prompt_file = v; }
         else if (!strcmp(a, "-o")) { NEED_ARG; out_path = v; }
         else if (!strcmp(a, "--show")) { show = true; }
+        else if (!strcmp(a, "--serve")) { serve = true; }
         else if (!strcmp(a, "-p")) {
             NEED_ARG;
             n_pp = 0;
@@ -283,6 +286,27 @@ int main(int argc, char** argv) {
 
     run_stats st;
     if (run(ctx, vocab, gen_prompt, 8, repeat_penalty, &st)) return 1; /* warm-up */
+
+    if (serve) { /* paired mode: as ev_bench_c --serve */
+        printf("{\"ready\": true}\n");
+        fflush(stdout);
+        char line[64];
+        while (fgets(line, sizeof line, stdin) && strncmp(line, "generate", 8) == 0) {
+            double t0 = now_ms();
+            if (run(ctx, vocab, gen_prompt, n_gen, repeat_penalty, &st)) return 1;
+            double wall = now_ms() - t0;
+            printf("{\"tokens\": %d, \"decode_tok_s\": %.4f, \"e2e_tok_s\": %.4f, \"first_token_ms\": %.4f}\n",
+                   st.generated,
+                   (st.generated > 1 && st.generation_ms > 0) ? (st.generated - 1) * 1e3 / st.generation_ms : 0.0,
+                   wall > 0 ? st.generated * 1e3 / wall : 0.0, st.first_token_ms);
+            fflush(stdout);
+        }
+        llama_free(ctx);
+        llama_model_free(mdl);
+        llama_backend_free();
+        free(gen_prompt);
+        return 0;
+    }
 
     double pp_tps[MAX_PP][MAX_REPS];
     int pp_got[MAX_PP];

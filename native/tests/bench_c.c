@@ -6,7 +6,7 @@
  *
  *   ev_bench_c -m MODEL [-t THREADS] [-p 128,512] [-n 128] [-r 5] [-c 2048]
  *              [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE]
- *              [-o OUT.json] [--show]
+ *              [-o OUT.json] [--show] [--serve]
  *
  * pp: a prompt of exactly N tokens (built from FILE's text, or a built-in
  *     one), max_tokens 0, prompt cache off: N / prompt_ms.
@@ -15,6 +15,9 @@
  *     sampled from the prompt's logits; every later one costs one decode),
  *     end to end = generated / wall, first token = stats.first_token_ms.
  * load: ev_init + ev_free, warm page cache (one unmeasured load first).
+ * --serve: paired mode (benchmarks/compare.py --paired): load and warm up,
+ *     print {"ready": true}, then for each line "generate" on stdin run one
+ *     tg generation and print its sample as one JSON line; "quit" or EOF ends.
  */
 #include "edge_veda.h"
 
@@ -136,7 +139,8 @@ static void json_string(FILE* out, const char* s) {
 static void usage(void) {
     fprintf(stderr,
             "usage: ev_bench_c -m MODEL [-t THREADS] [-p 128,512] [-n 128] [-r 5] [-c 2048]\n"
-            "                  [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE] [-o OUT] [--show]\n");
+            "                  [--load-reps 3] [--repeat-penalty 1.0] [--prompt-file FILE] [-o OUT] [--show]\n"
+            "                  [--serve]\n");
 }
 
 int main(int argc, char** argv) {
@@ -147,7 +151,7 @@ int main(int argc, char** argv) {
     int pp_sizes[MAX_PP] = {128, 512};
     int n_pp = 2;
     float repeat_penalty = 1.0f;
-    bool show = false;
+    bool show = false, serve = false;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -162,6 +166,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(a, "--prompt-file")) { NEED_ARG; prompt_file = v; }
         else if (!strcmp(a, "-o")) { NEED_ARG; out_path = v; }
         else if (!strcmp(a, "--show")) { show = true; }
+        else if (!strcmp(a, "--serve")) { serve = true; }
         else if (!strcmp(a, "-p")) {
             NEED_ARG;
             n_pp = 0;
@@ -227,6 +232,35 @@ int main(int argc, char** argv) {
             return 1;
         }
         ev_free_string(out);
+    }
+
+    if (serve) {
+        gp.max_tokens = n_gen;
+        printf("{\"ready\": true}\n");
+        fflush(stdout);
+        char line[64];
+        while (fgets(line, sizeof line, stdin) && strncmp(line, "generate", 8) == 0) {
+            char* out = NULL;
+            double t0 = now_ms();
+            ev_error_t rc = ev_generate(ctx, gen_prompt, &gp, &out);
+            double wall = now_ms() - t0;
+            ev_free_string(out);
+            if (rc != EV_SUCCESS) {
+                fprintf(stderr, "ev_generate failed: %s\n", ev_get_last_error(ctx));
+                return 1;
+            }
+            ev_generation_stats st;
+            ev_get_last_generation_stats(ctx, &st);
+            printf("{\"tokens\": %d, \"decode_tok_s\": %.4f, \"e2e_tok_s\": %.4f, \"first_token_ms\": %.4f}\n",
+                   st.generated_tokens,
+                   (st.generated_tokens > 1 && st.generation_ms > 0) ? (st.generated_tokens - 1) * 1e3 / st.generation_ms
+                                                                     : 0.0,
+                   wall > 0 ? st.generated_tokens * 1e3 / wall : 0.0, st.first_token_ms);
+            fflush(stdout);
+        }
+        ev_free(ctx);
+        free(gen_prompt);
+        return 0;
     }
 
     /* prompt processing */
