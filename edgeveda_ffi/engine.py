@@ -29,6 +29,7 @@ from typing import (
     Union,
 )
 
+from . import _runner
 from ._callbacks import CallbackBox
 from ._ffi import c_str, check_native, ffi, last_error, lib
 from .config import (
@@ -435,39 +436,28 @@ class EdgeVeda:
         """Run a blocking native call so that Ctrl-C cancels it.
 
         Signals reach only the main thread, and only between bytecodes; so
-        there the call runs in a worker thread while the main thread waits
-        (interruptibly), and on KeyboardInterrupt cancels, waits for the
-        native call to wind down, and re-raises.
+        there the call runs on the long-lived worker thread of ``_runner``
+        (one OpenMP master for every call, see there) while the main thread
+        waits interruptibly, and on KeyboardInterrupt cancels, waits for the
+        native call to wind down, and re-raises. Other threads call directly.
         """
         if threading.current_thread() is not threading.main_thread():
             return fn()
-        result: List[Any] = []
-        error: List[BaseException] = []
-
-        def run() -> None:
-            try:
-                result.append(fn())
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                error.append(exc)
-
-        worker = threading.Thread(target=run, name="edgeveda-generate", daemon=True)
-        worker.start()
+        job = _runner.submit(fn)
         try:
-            while worker.is_alive():
-                worker.join(0.25)
+            while not job.done.wait(0.25):
+                pass
         except KeyboardInterrupt:
             # The native call must end before the caller may release (and
             # perhaps free) the context: wait for it, even through more Ctrl-Cs.
             lib.ev_generate_cancel(ctx)
-            while worker.is_alive():
+            while not job.done.is_set():
                 try:
-                    worker.join()
+                    job.done.wait()
                 except KeyboardInterrupt:
                     lib.ev_generate_cancel(ctx)
             raise
-        if error:
-            raise error[0]
-        return result[0]  # type: ignore[no-any-return]
+        return job.outcome()
 
     def stream(
         self,

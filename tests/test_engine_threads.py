@@ -297,3 +297,43 @@ def test_ctrl_c(tiny_model_path: Path, mode: str) -> None:
     lines = out.split("\n")
     assert "AFTER 5 length" in lines, out
     assert "STREAM True" in lines, out
+
+
+def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) -> None:
+    """From the main thread, generate runs on one long-lived worker (one OpenMP
+    master for every call, see edgeveda_ffi/_runner.py), not a thread per call;
+    from any other thread it runs in that thread, with no hand-off."""
+    from edgeveda_ffi import _runner
+
+    assert threading.current_thread() is threading.main_thread()
+    seen: list[int] = []
+    real_submit = _runner.submit
+
+    def spy(fn: Any) -> Any:
+        def wrapped() -> Any:
+            seen.append(threading.get_ident())
+            return fn()
+
+        return real_submit(wrapped)
+
+    def gen() -> int:
+        return int(tiny_engine.generate("hello", max_tokens=2, temperature=0.0).completion_tokens)
+
+    _runner.submit = spy
+    try:
+        before = threading.active_count()
+        for _ in range(5):
+            assert gen() > 0
+        assert threading.active_count() <= before + 1  # at most the worker, started once
+        other: list[int] = []
+        t = threading.Thread(target=lambda: other.append(gen()))
+        t.start()
+        t.join(60)
+        assert other and other[0] > 0
+    finally:
+        _runner.submit = real_submit
+    assert len(seen) == 5 and len(set(seen)) == 1  # the other thread did not hand off
+    assert seen[0] != threading.get_ident()
+    worker = _runner._worker
+    assert worker is not None and worker.is_alive() and worker.name == "edgeveda-generate"
+    assert worker.ident == seen[0]

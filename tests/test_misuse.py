@@ -85,6 +85,7 @@ CALLS: Dict[str, Callable[[EdgeVeda], Any]] = {
     "tokenize": lambda e: e.tokenize("hi"),
     "detokenize": lambda e: e.detokenize([1, 2]),
     "memory_stats": lambda e: e.memory_stats(),
+    "memory_cleanup": lambda e: e.memory_cleanup(),
     "set_memory_limit": lambda e: e.set_memory_limit(0),
     "on_memory_pressure": lambda e: e.on_memory_pressure(lambda ev: None),
     "reset": lambda e: e.reset(),

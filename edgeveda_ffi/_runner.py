@@ -1,0 +1,93 @@
+"""One long-lived worker thread for the main thread's blocking native calls.
+
+Why a worker at all: signals reach only the main thread, and only between
+bytecodes, so a generation running *in* the main thread could not be
+interrupted by Ctrl-C. The main thread hands the call to the worker and waits
+interruptibly (see ``EdgeVeda._interruptible``).
+
+Why one long-lived worker and not a thread per call: llama.cpp computes on
+GNU OpenMP, whose thread pool belongs to the thread that starts a parallel
+region. A fresh thread per call got a fresh pool every time, and decode ran
+10-20 % slower than the same call made from a stable thread (measured with
+``benchmarks/compare.py --paired``: Python generate vs stream and vs the C
+loop). With one worker, every main-thread generation runs on the same OpenMP
+master thread, like the C loop does.
+
+The worker is per process: after ``fork()`` the child gets a new one on first
+use (the parent's thread does not exist there).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Any, Callable, Generic, List, Optional, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["Job", "submit"]
+
+
+class Job(Generic[T]):
+    """A call handed to the worker; ``done`` is set when it has returned or raised."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: List[T] = []
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self.result.append(self.fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the waiting thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result[0]
+
+
+_lock = threading.Lock()
+_jobs: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+_worker: Optional[threading.Thread] = None
+_worker_pid = 0
+
+
+def _after_fork_in_child() -> None:
+    # the parent's worker does not exist here, and _lock may have been held
+    # by a parent thread at the fork
+    global _lock, _worker
+    _lock = threading.Lock()
+    _worker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _serve(jobs: queue.SimpleQueue[Job[Any]]) -> None:
+    while True:
+        jobs.get().run()
+
+
+def submit(fn: Callable[[], T]) -> Job[T]:
+    """Queue ``fn`` on the worker (started on first use, or anew after fork())."""
+    global _worker, _worker_pid, _jobs
+    with _lock:
+        if _worker is None or _worker_pid != os.getpid() or not _worker.is_alive():
+            _jobs = queue.SimpleQueue()  # a fork()ed child may inherit a half-used queue
+            _worker = threading.Thread(
+                target=_serve, args=(_jobs,), name="edgeveda-generate", daemon=True
+            )
+            _worker.start()
+            _worker_pid = os.getpid()
+        job: Job[T] = Job(fn)
+        _jobs.put(job)
+    return job
