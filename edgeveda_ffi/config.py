@@ -97,7 +97,11 @@ def _check_int(name: str, value: Any, lo: Optional[int], hi: Optional[int], allo
 
 
 def _check_float(
-    name: str, value: Any, lo: Optional[float], hi: Optional[float], allowed: str,
+    name: str,
+    value: Any,
+    lo: Optional[float],
+    hi: Optional[float],
+    allowed: str,
     lo_open: bool = False,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -75,9 +75,7 @@ class EdgeVedaException(Exception):
         return f"{name}: {self.message}"
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(message={self.message!r}, details={self.details!r})"
-        )
+        return f"{type(self).__name__}(message={self.message!r}, details={self.details!r})"
 
     # Exceptions that also inherit builtins with their own __init__ (OSError)
     # must pickle with our arguments, not the builtin's.
