@@ -7,11 +7,12 @@ interruptibly (see ``EdgeVeda._interruptible``).
 
 Why one long-lived worker and not a thread per call: llama.cpp computes on
 GNU OpenMP, whose thread pool belongs to the thread that starts a parallel
-region. A fresh thread per call got a fresh pool every time, and decode ran
-10-20 % slower than the same call made from a stable thread (measured with
-``benchmarks/compare.py --paired``: Python generate vs stream and vs the C
-loop). With one worker, every main-thread generation runs on the same OpenMP
-master thread, like the C loop does.
+region, and decode is fastest when every call of a process starts its regions
+from the same thread (as the C loop does). Measured in one worker process
+(``benchmarks/_paired.py``, 8 samples each, ABBA order): all calls on the main
+thread, generate 91.4 / stream 90.7 tok/s; generate on a new thread per call
+and stream on the main thread, 66.5 / 84.4. So both the blocking generations
+and the stream pieces of the main thread run here.
 
 The worker is per process: after ``fork()`` the child gets a new one on first
 use (the parent's thread does not exist there).

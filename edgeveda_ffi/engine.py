@@ -433,31 +433,9 @@ class EdgeVeda:
         )
 
     def _interruptible(self, fn: Callable[[], T], ctx: Any) -> T:
-        """Run a blocking native call so that Ctrl-C cancels it.
-
-        Signals reach only the main thread, and only between bytecodes; so
-        there the call runs on the long-lived worker thread of ``_runner``
-        (one OpenMP master for every call, see there) while the main thread
-        waits interruptibly, and on KeyboardInterrupt cancels, waits for the
-        native call to wind down, and re-raises. Other threads call directly.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return fn()
-        job = _runner.submit(fn)
-        try:
-            while not job.done.wait(0.25):
-                pass
-        except KeyboardInterrupt:
-            # The native call must end before the caller may release (and
-            # perhaps free) the context: wait for it, even through more Ctrl-Cs.
-            lib.ev_generate_cancel(ctx)
-            while not job.done.is_set():
-                try:
-                    job.done.wait()
-                except KeyboardInterrupt:
-                    lib.ev_generate_cancel(ctx)
-            raise
-        return job.outcome()
+        """Run a blocking native generation so that Ctrl-C cancels it (see
+        :func:`_run_interruptibly`)."""
+        return _run_interruptibly(fn, lambda: lib.ev_generate_cancel(ctx))
 
     def stream(
         self,
@@ -737,6 +715,35 @@ class EdgeVeda:
             cb(event)
 
 
+def _run_interruptibly(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+    """Run a blocking native call so that Ctrl-C cancels it.
+
+    Signals reach only the main thread, and only between bytecodes; so there
+    the call runs on the long-lived worker thread of ``_runner`` (the same
+    thread for every generation and stream piece of the process: one OpenMP
+    master, see there) while the main thread waits interruptibly, and on
+    KeyboardInterrupt calls ``cancel``, waits for the native call to wind down,
+    and re-raises. Other threads call directly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    job = _runner.submit(fn)
+    try:
+        while not job.done.wait(0.25):
+            pass
+    except KeyboardInterrupt:
+        # The native call must end before the caller may release (and
+        # perhaps free) the context: wait for it, even through more Ctrl-Cs.
+        cancel()
+        while not job.done.is_set():
+            try:
+                job.done.wait()
+            except KeyboardInterrupt:
+                cancel()
+        raise
+    return job.outcome()
+
+
 class TokenStream(Iterator[Any]):
     """An iterator over the pieces of one streamed generation.
 
@@ -764,7 +771,10 @@ class TokenStream(Iterator[Any]):
             if self._done or self._handle is None:
                 return None
             err = ffi.new("ev_error_t*")
-            ptr = lib.ev_stream_next(self._handle, err)
+            handle = self._handle
+            ptr = _run_interruptibly(
+                lambda: lib.ev_stream_next(handle, err), lambda: lib.ev_stream_cancel(handle)
+            )
             if ptr == ffi.NULL:
                 code = err[0]
                 self._done = True
