@@ -236,7 +236,10 @@ def test_memory_stats_and_cancel_return_at_once_during_generate(long_engine: Edg
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    # Python leaves SIGINT ignored when it starts with it ignored (a background
+    # job of a non-interactive shell); the default is what a terminal user has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from edgeveda_ffi import EdgeVeda
     engine = EdgeVeda(sys.argv[1], context_size=2048, num_threads=1)
     mode = sys.argv[2]
