@@ -55,8 +55,14 @@ def build_time(backend: str) -> Dict[str, float]:
         env = dict(os.environ, EDGEVEDA_BACKEND=backend)
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, tmp], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, tmp],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         elapsed = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
@@ -129,8 +135,10 @@ def main() -> int:
     results["extension"] = info["llama_cpp"]
     results["model"] = Path(model).name
     if not lib.ev_is_backend_available(int(Backend.VULKAN)):
-        raise SystemExit(f"no Vulkan device in the imported extension ({info['llama_cpp']}); "
-                         "run with the Vulkan build staged on PYTHONPATH (docs/backends.md)")
+        raise SystemExit(
+            f"no Vulkan device in the imported extension ({info['llama_cpp']}); "
+            "run with the Vulkan build staged on PYTHONPATH (docs/backends.md)"
+        )
     results["runs"] = []
     for backend in (Backend.CPU, Backend.VULKAN):
         r = speed(Path(model), backend, args.reps, args.tg_tokens)
@@ -142,8 +150,10 @@ def main() -> int:
         "pp": round(cpu["pp_tok_s"] / vk["pp_tok_s"], 1),
         "tg": round(tg_ratio, 1) if tg_ratio else None,
     }
-    print(f"lavapipe is {results['slowdown']['pp']}x slower at pp, "
-          f"{results['slowdown']['tg']}x at tg ({os.cpu_count()} CPUs, {results['model']})")
+    print(
+        f"lavapipe is {results['slowdown']['pp']}x slower at pp, "
+        f"{results['slowdown']['tg']}x at tg ({os.cpu_count()} CPUs, {results['model']})"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
