@@ -79,7 +79,13 @@ static void test_cancel_generate(ev_context ctx) {
     CHECK(j.stats.finish_reason == EV_FINISH_CANCELLED);
     CHECK(j.stats.generated_tokens > 0 && j.stats.generated_tokens < 4000);
     CHECK(j.out && strlen(j.out) > 0 && ev_utf8_valid(j.out));
-    if (j.stats.generated_tokens >= 3) CHECK(j.out && strncmp(j.out, " 13, 14", 7) == 0);
+    /* what came before the cancel is the start of the uncancelled text (a slow,
+     * sanitized run may get only a few tokens: compare as far as it got) */
+    if (j.out) {
+        const char* want = " 13, 14, 15, 16, 17, 18, 19, 20";
+        size_t n = strlen(j.out) < strlen(want) ? strlen(j.out) : strlen(want);
+        CHECK_MSG(n > 0 && strncmp(j.out, want, n) == 0, "cancelled output \"%s\"", j.out);
+    }
     ev_free_string(j.out);
 
     /* the context works afterwards, and the old cancel does not leak into it */
