@@ -123,6 +123,44 @@ void penalize(const Penalties* p, llama_token_data& d, int32_t c) {
     d.logit -= float(c) * p->freq + float(c > 0) * p->present;
 }
 
+// The same arithmetic as penalize(), on a bare logit.
+float penalized(const Penalties* p, float logit, int32_t c) {
+    logit = logit <= 0 ? logit * p->repeat : logit / p->repeat;
+    return logit - (float(c) * p->freq + float(c > 0) * p->present);
+}
+
+// Greedy choice straight from the logits: the token llama_sampler_sample
+// would return for a chain of [penalties,] greedy, without laying the whole
+// vocabulary out as llama_token_data first (49k entries, 576 KiB for SmolLM2,
+// written and then scanned for every token). Same comparison as llama.cpp's
+// greedy sampler (the first strict maximum from index 0, NaN included), same
+// penalty arithmetic as penalties_apply.
+llama_token greedy_from_logits(const float* logits, int32_t n_vocab, const Penalties* pen) {
+    if (pen == nullptr || pen->distinct.empty()) {
+        int32_t best = 0;
+        float best_v = logits[0];
+        for (int32_t i = 1; i < n_vocab; ++i) {
+            if (logits[i] > best_v) {
+                best_v = logits[i];
+                best = i;
+            }
+        }
+        return best;
+    }
+    const int32_t* count = pen->count.data();
+    auto value = [&](int32_t i) { return count[i] > 0 ? penalized(pen, logits[i], count[i]) : logits[i]; };
+    int32_t best = 0;
+    float best_v = value(0);
+    for (int32_t i = 1; i < n_vocab; ++i) {
+        float v = value(i);
+        if (v > best_v) {
+            best_v = v;
+            best = i;
+        }
+    }
+    return best;
+}
+
 const char* penalties_name(const llama_sampler*) { return "ev-penalties"; }
 
 void penalties_accept(llama_sampler* s, llama_token tok) {
@@ -205,6 +243,10 @@ struct Generation {
     Engine* e;
     Params p;
     llama_sampler* smpl = nullptr;
+    // greedy without grammar: pick from the logits directly (greedy_from_logits);
+    // pen is the chain's penalties state then, or nullptr
+    bool direct_greedy = false;
+    const Penalties* pen = nullptr;
     std::vector<llama_token> prompt;
     TextOutput out{{}};
 
@@ -284,9 +326,12 @@ struct Generation {
             llama_sampler* pen = init_penalties(llama_vocab_n_tokens(e->vocab), 64, p.repeat_penalty,
                                                 p.frequency_penalty, p.presence_penalty);
             if (pen) llama_sampler_chain_add(smpl, pen);
+            this->pen = pen ? static_cast<const Penalties*>(pen->ctx) : nullptr;
         }
         if (p.temperature <= 0.0f) {
+            // the chain stays complete (accept() keeps the penalty window)
             llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
+            direct_greedy = p.grammar.empty();
             return EV_SUCCESS;
         }
         if (p.top_k > 0) llama_sampler_chain_add(smpl, llama_sampler_init_top_k(p.top_k));
@@ -441,7 +486,18 @@ struct Generation {
                 e->cached_tokens.push_back(t);
                 has_pending = false;
             }
-            llama_token tok = llama_sampler_sample(smpl, e->lctx, -1);
+            llama_token tok;
+            if (direct_greedy) {
+                const float* logits = llama_get_logits_ith(e->lctx, -1);
+                if (logits == nullptr) {  // llama_sampler_sample would abort here
+                    finish(EV_FINISH_ERROR);
+                    return set(EV_ERROR_INFERENCE_FAILED, "llama.cpp has no logits for the last token");
+                }
+                tok = greedy_from_logits(logits, llama_vocab_n_tokens(e->vocab), pen);
+                llama_sampler_accept(smpl, tok);
+            } else {
+                tok = llama_sampler_sample(smpl, e->lctx, -1);
+            }
             if (n_generated == 0) t_first_sample = Clock::now();
             note_confidence();
             if (llama_vocab_is_eog(e->vocab, tok)) {
