@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
+from . import _runner
 from .errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
@@ -411,13 +412,13 @@ _DONE = object()
 
 
 def _stop_worker(
-    worker: threading.Thread, stop: threading.Event, cancel: Callable[[], None]
+    worker: _runner.Job[None], stop: threading.Event, cancel: Callable[[], None]
 ) -> None:
     stop.set()
-    while worker.is_alive():
+    while not worker.finished:
         try:
             cancel()
-            worker.join(0.05)
+            worker.wait(0.05)
         except KeyboardInterrupt:
             continue
 
@@ -425,7 +426,9 @@ def _stop_worker(
 def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[], None]) -> bool:
     """Write the pieces of a stream as they come; True if Ctrl-C stopped it.
 
-    The stream is consumed in a worker thread, so Ctrl-C is seen at once even
+    The stream is consumed on the engine's worker thread (``_runner``: the
+    thread every main-thread generation runs on, so a chat keeps one OpenMP
+    master from turn to turn), so Ctrl-C is seen at once even
     while the core processes a long prompt: the main thread then calls
     ``cancel()`` (lock-free in the core) until the worker has ended, and the
     stream is closed in the worker (a ``ChatSession`` keeps the partial answer).
@@ -451,8 +454,7 @@ def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[
                     q.put(_Failed(exc))
             q.put(_DONE)
 
-    worker = threading.Thread(target=work, name="edgeveda-stream", daemon=True)
-    worker.start()
+    worker = _runner.submit(work)
     interrupted = False
     failed: Optional[BaseException] = None
     try:
@@ -473,7 +475,7 @@ def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[
         _stop_worker(worker, stop, cancel)
         raise
     if failed is not None:
-        worker.join()
+        worker.wait()
         raise failed
     if interrupted:
         _stop_worker(worker, stop, cancel)
@@ -485,7 +487,7 @@ def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[
                 break
             if isinstance(item, str):
                 write(item)
-    worker.join()
+    worker.wait()
     return interrupted
 
 

@@ -31,13 +31,23 @@ __all__ = ["Job", "submit"]
 
 
 class Job(Generic[T]):
-    """A call handed to the worker; ``done`` is set when it has returned or raised."""
+    """A call handed to the worker; :meth:`wait` returns True once it has
+    returned or raised.
 
-    __slots__ = ("fn", "done", "result", "error")
+    Done is signalled with one plain lock, held from creation until the call
+    ends: a stream hands one job over per piece, and a lock is the cheapest
+    wake-up CPython has (an ``Event`` builds a Condition and a waiter lock per
+    wait; in the cache-cold moments after a decode that cost ~100 us a piece,
+    see benchmarks/README.md).
+    """
+
+    __slots__ = ("fn", "_done", "finished", "result", "error")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
-        self.done = threading.Event()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.finished = False
         self.result: List[T] = []
         self.error: Optional[BaseException] = None
 
@@ -47,7 +57,18 @@ class Job(Generic[T]):
         except BaseException as exc:  # noqa: BLE001 - re-raised by the waiting thread
             self.error = exc
         finally:
-            self.done.set()
+            self.finished = True
+            self._done.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the call has ended (True) or ``timeout`` seconds passed
+        (False). Interruptible by signals (KeyboardInterrupt) on POSIX."""
+        if self.finished:
+            return True
+        if not self._done.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._done.release()  # so that every later wait() returns at once
+        return True
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -60,13 +81,19 @@ _jobs: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
 _worker: Optional[threading.Thread] = None
 _worker_pid = 0
 
+#: How many fork()s this process is removed from the first Python process;
+#: an object compares it with its own copy in one load where a per-call
+#: os.getpid() would be a system call (the stream's per-piece path).
+fork_count = 0
+
 
 def _after_fork_in_child() -> None:
     # the parent's worker does not exist here, and _lock may have been held
     # by a parent thread at the fork
-    global _lock, _worker
+    global _lock, _worker, fork_count
     _lock = threading.Lock()
     _worker = None
+    fork_count += 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -80,6 +107,14 @@ def _serve(jobs: queue.SimpleQueue[Job[Any]]) -> None:
 
 def submit(fn: Callable[[], T]) -> Job[T]:
     """Queue ``fn`` on the worker (started on first use, or anew after fork())."""
+    job: Job[T] = Job(fn)
+    if _worker is None:  # first use, or the first in a fork()ed child (_after_fork_in_child)
+        _start()
+    _jobs.put(job)
+    return job
+
+
+def _start() -> None:
     global _worker, _worker_pid, _jobs
     with _lock:
         if _worker is None or _worker_pid != os.getpid() or not _worker.is_alive():
@@ -89,6 +124,3 @@ def submit(fn: Callable[[], T]) -> Job[T]:
             )
             _worker.start()
             _worker_pid = os.getpid()
-        job: Job[T] = Job(fn)
-        _jobs.put(job)
-    return job

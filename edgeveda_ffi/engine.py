@@ -729,19 +729,42 @@ def _run_interruptibly(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
         return fn()
     job = _runner.submit(fn)
     try:
-        while not job.done.wait(0.25):
+        while not job.wait(0.25):
             pass
     except KeyboardInterrupt:
         # The native call must end before the caller may release (and
         # perhaps free) the context: wait for it, even through more Ctrl-Cs.
         cancel()
-        while not job.done.is_set():
+        while not job.finished:
             try:
-                job.done.wait()
+                job.wait()
             except KeyboardInterrupt:
                 cancel()
         raise
     return job.outcome()
+
+
+def _stream_puller(handle: Any) -> Callable[[], Tuple[Optional[str], int, Optional[str]]]:
+    """One ``ev_stream_next`` with its result made Python: ``(text, 0, None)``,
+    or ``(None, code, message)`` at the end or on an error. Built once per
+    stream, and run where the native call runs (the worker, from the main
+    thread), so the message is that thread's (ev_last_error_message is
+    thread-local) and the main thread does as little as possible per piece."""
+    err = ffi.new("ev_error_t*")
+    null = ffi.NULL
+
+    def pull() -> Tuple[Optional[str], int, Optional[str]]:
+        ptr = lib.ev_stream_next(handle, err)
+        if ptr == null:
+            code = err[0]
+            ended = code in (0, NativeErrorCode.STREAM_ENDED)
+            return None, code, (None if ended else last_error())
+        try:
+            return ffi.string(ptr).decode("utf-8"), 0, None
+        finally:
+            lib.ev_free_string(ptr)
+
+    return pull
 
 
 class TokenStream(Iterator[Any]):
@@ -758,6 +781,9 @@ class TokenStream(Iterator[Any]):
         self._done = False
         self._lock = threading.Lock()
         self._pid = engine._pid
+        self._forks = _runner.fork_count
+        self._pull = _stream_puller(handle)
+        self._cancel_native = lambda: lib.ev_stream_cancel(handle)
         self._finalizer = weakref.finalize(self, _free_stream_owned, self._pid, handle)
 
     def __iter__(self) -> TokenStream:
@@ -765,28 +791,19 @@ class TokenStream(Iterator[Any]):
 
     def _next_text(self) -> Optional[str]:
         """The next piece, or None at the end."""
-        if self._pid != os.getpid():
+        if self._forks != _runner.fork_count:
             raise _foreign(self._pid)
         with self._lock:
             if self._done or self._handle is None:
                 return None
-            err = ffi.new("ev_error_t*")
-            handle = self._handle
-            ptr = _run_interruptibly(
-                lambda: lib.ev_stream_next(handle, err), lambda: lib.ev_stream_cancel(handle)
-            )
-            if ptr == ffi.NULL:
-                code = err[0]
+            text, code, message = _run_interruptibly(self._pull, self._cancel_native)
+            if text is None:
                 self._done = True
                 self._engine._raise_pending()
                 if code in (0, NativeErrorCode.STREAM_ENDED):
                     return None
-                check_native(code)
-                return None  # pragma: no cover
-            try:
-                return bytes(ffi.string(ptr)).decode("utf-8")
-            finally:
-                lib.ev_free_string(ptr)
+                check_native(code, message)
+            return text
 
     def __next__(self) -> Any:
         try:
