@@ -340,3 +340,28 @@ def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) 
     worker = _runner._worker
     assert worker is not None and worker.is_alive() and worker.name == "edgeveda-generate"
     assert worker.ident == seen[0]
+
+
+def test_runner_job_wait_and_outcome() -> None:
+    """The worker's jobs: wait() times out while the call runs, returns True
+    (every time) once it has ended, and outcome() gives the value or re-raises."""
+    from edgeveda_ffi import _runner
+
+    gate = threading.Event()
+    job = _runner.submit(lambda: gate.wait(30) and 42)
+    assert job.wait(0.05) is False and not job.finished
+    gate.set()
+    assert job.wait(30) is True and job.wait() is True and job.wait(0) is True
+    assert job.finished and job.outcome() == 42
+
+    def boom() -> None:
+        raise ValueError("from the worker")
+
+    failing = _runner.submit(boom)
+    assert failing.wait(30)
+    with pytest.raises(ValueError, match="from the worker"):
+        failing.outcome()
+    # the worker survives a failing job
+    name = _runner.submit(lambda: threading.current_thread().name)
+    assert name.wait(30) and name.outcome() == "edgeveda-generate"
+    assert _runner._worker is not None and _runner._worker.is_alive()
