@@ -13,7 +13,7 @@
 #include "ev_test.h"
 #include "llama.h"
 
-#define N_GEN 96
+#define N_GEN 64
 
 typedef struct {
     const char* name;
@@ -82,7 +82,7 @@ fail:
 
 int main(void) {
     const char* model = ev_test_model_or_skip("test_sampling");
-    const int threads = 2;
+    const int threads = 1;  // the token choice does not depend on it; 2 threads crawl on a loaded 2-core machine
 
     ev_section("our context");
     ev_config c;
