@@ -87,3 +87,36 @@ def test_compare_quick(tmp_path: Path, smollm2_path: Path) -> None:
         or json.loads((ROOT / "build" / "bench" / "latest.json").read_text())["config"]["quick"]
         is False
     )
+
+
+def test_stream_gap_runs(smollm2_path: Path) -> None:
+    """benchmarks/stream_gap.py: the per-piece time outside ev_stream_next,
+    on the main thread and on a thread of its own, and lib restored after."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.stream_gap",
+            "--model",
+            str(smollm2_path),
+            "--threads",
+            "1",
+            "--streams",
+            "1",
+            "--n-gen",
+            "12",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for where in ("main_thread", "own_thread"):
+        r = out[where]
+        assert r["pieces"] >= 5, out
+        assert 0 < r["outside_native_us"] < 1e6 and r["native_ms"] > 0, out
+        assert r["outside_native_us"] == pytest.approx(
+            r["return_to_piece_us"] + r["piece_to_call_us"], rel=0.5
+        )
