@@ -45,9 +45,27 @@
  *   - One active stream per context. A second ev_generate_stream(), or an
  *     ev_generate(), while a stream is active fails with
  *     EV_ERROR_CONTEXT_INVALID ("a stream is active").
- *   - Callbacks (memory pressure, load progress, log) run in the thread that
- *     does the work, with no lock of ours held, so they may call back into
- *     this API (except ev_free() of the context that is calling them).
+ *   - The compute thread: the calls that do ggml work (ev_init, ev_generate,
+ *     ev_generate_stream, ev_stream_next, ev_embed) run it on one thread the
+ *     library owns, whichever thread called; the caller waits. ggml's OpenMP
+ *     gives every thread that starts a parallel region a team of its own, and
+ *     libgomp stops spinning in barriers once its teams outnumber the CPUs:
+ *     decode from a second calling thread ran 3-8x slower. With one compute
+ *     thread the calling thread does not change the speed. Calls on
+ *     different contexts therefore run one at a time. Cancels, stats and the
+ *     other calls run on the caller's thread.
+ *   - What a call leaves for its caller is the caller's: the thread's last
+ *     error (ev_last_error_message) and last stats are set on the calling
+ *     thread, not on the compute thread.
+ *   - Callbacks run on the calling thread with no lock of ours held, so they
+ *     may call back into this API (except ev_free() of the context that is
+ *     calling them): the load-progress callback while ev_init waits, the
+ *     memory-pressure callback at the end of the call that crossed the
+ *     threshold (a safe point). The log callback runs on the thread that
+ *     logs (often the compute thread).
+ *   - No C++ exception leaves an entry point: std::bad_alloc becomes
+ *     EV_ERROR_OUT_OF_MEMORY, any other exception the entry's failure code,
+ *     with the exception's text as the message.
  *   - ev_free() must not race with other calls on the same context.
  *
  * fork()
@@ -404,7 +422,7 @@ EV_API ev_error_t ev_detokenize(ev_context ctx, const int32_t* tokens, int num_t
                                 bool special, char** output);
 
 /* Why: loading a large model takes seconds; a UI wants progress and a way out.
- * Called in the loading thread with progress 0..1; return false to abort the
+ * Called in the thread that called ev_init with progress 0..1; return false to abort the
  * load (ev_init then fails with MODEL_LOAD_FAILED, "load cancelled"). */
 typedef bool (*ev_load_progress_callback)(float progress, void* user_data);
 

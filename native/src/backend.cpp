@@ -1,6 +1,7 @@
 // Backends: what this build and machine offer, and the refcounted
 // llama_backend_init/free shared by all contexts.
 #include "ev_internal.h"
+#include "guard.h"
 
 #include "ggml-backend.h"
 
@@ -81,9 +82,9 @@ int default_thread_count() {
 
 extern "C" {
 
-EV_API const char* ev_version(void) { return EV_VERSION_STRING; }
+static const char* ev_version_impl(void) { return EV_VERSION_STRING; }
 
-EV_API bool ev_is_backend_available(ev_backend_t backend) {
+static bool ev_is_backend_available_impl(ev_backend_t backend) {
     switch (backend) {
         case EV_BACKEND_AUTO:
         case EV_BACKEND_CPU:
@@ -97,13 +98,13 @@ EV_API bool ev_is_backend_available(ev_backend_t backend) {
     }
 }
 
-EV_API ev_backend_t ev_detect_backend(void) {
+static ev_backend_t ev_detect_backend_impl(void) {
     if (ev_is_backend_available(EV_BACKEND_METAL)) return EV_BACKEND_METAL;
     if (ev_is_backend_available(EV_BACKEND_VULKAN)) return EV_BACKEND_VULKAN;
     return EV_BACKEND_CPU;
 }
 
-EV_API const char* ev_backend_name(ev_backend_t backend) {
+static const char* ev_backend_name_impl(ev_backend_t backend) {
     switch (backend) {
         case EV_BACKEND_AUTO: return "Auto";
         case EV_BACKEND_METAL: return "Metal";
@@ -113,15 +114,39 @@ EV_API const char* ev_backend_name(ev_backend_t backend) {
     }
 }
 
-EV_API const char* ev_llama_version(void) {
+static const char* ev_llama_version_impl(void) {
     static std::string v = std::string(llama_version() ? llama_version() : "unknown") +
                            " (backend build: " EDGEVEDA_BACKEND_NAME ")";
     return v.c_str();
 }
 
-EV_API const char* ev_system_info(void) {
+static const char* ev_system_info_impl(void) {
     ev::install_log_hook();
     return llama_print_system_info();
+}
+
+// ---- entry points ----
+
+EV_API const char* ev_version(void) { return ev::guard_quiet("ev_version", "", [] { return ev_version_impl(); }); }
+
+EV_API bool ev_is_backend_available(ev_backend_t backend) {
+    return ev::guard_quiet("ev_is_backend_available", false, [&] { return ev_is_backend_available_impl(backend); });
+}
+
+EV_API ev_backend_t ev_detect_backend(void) {
+    return ev::guard_quiet("ev_detect_backend", EV_BACKEND_CPU, [] { return ev_detect_backend_impl(); });
+}
+
+EV_API const char* ev_backend_name(ev_backend_t backend) {
+    return ev::guard_quiet("ev_backend_name", "Unknown", [&] { return ev_backend_name_impl(backend); });
+}
+
+EV_API const char* ev_llama_version(void) {
+    return ev::guard_quiet("ev_llama_version", "", [] { return ev_llama_version_impl(); });
+}
+
+EV_API const char* ev_system_info(void) {
+    return ev::guard_quiet("ev_system_info", "", [] { return ev_system_info_impl(); });
 }
 
 }  // extern "C"

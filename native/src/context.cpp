@@ -1,6 +1,7 @@
 // Context lifetime (ev_init/ev_free), model info, memory accounting, the
 // memory limit and pressure callback, reset.
 #include "ev_internal.h"
+#include "guard.h"
 
 #include "llama-ext.h"  // llama_get_memory_breakdown: exact buffer sizes
 
@@ -48,7 +49,8 @@ struct ProgressBridge {
 
 bool progress_bridge(float p, void* ud) {
     auto* b = static_cast<ProgressBridge*>(ud);
-    bool go = b->cb(p, b->ud);
+    bool go = true;
+    run_on_caller([&] { go = b->cb(p, b->ud); });  // the host's callback, on the host's thread
     if (!go) b->aborted = true;
     return go;
 }
@@ -145,6 +147,16 @@ void Engine::check_pressure() {
     }
 }
 
+void pressure_safe_point(Engine* e) noexcept {
+    if (e == nullptr || !e->pressure_check_pending.load() || e->freed.load()) return;
+    guard_quiet("memory pressure check", [e] { e->check_pressure(); });
+}
+
+void pressure_safe_point(ev_context ctx) noexcept {
+    if (ctx == nullptr || ctx->magic.load() != kContextMagic || !ctx->engine || ctx->inherited()) return;
+    pressure_safe_point(ctx->engine.get());
+}
+
 }  // namespace ev
 
 using ev::Engine;
@@ -152,7 +164,7 @@ using ev::fail;
 
 extern "C" {
 
-EV_API void ev_config_default(ev_config* config) {
+static void ev_config_default_impl(ev_config* config) {
     if (config == nullptr) return;
     memset(config, 0, sizeof *config);
     config->model_path = nullptr;
@@ -172,12 +184,12 @@ EV_API void ev_config_default(ev_config* config) {
     config->reserved = nullptr;
 }
 
-EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progress_callback progress,
+static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_progress_callback progress,
                                         void* user_data, ev_error_t* error) {
     ev_error_t dummy;
     if (error == nullptr) error = &dummy;
     *error = EV_SUCCESS;
-    try {
+    {
         if ((*error = ev::validate_config(config)) != EV_SUCCESS) return nullptr;
         const std::string path = config->model_path;
 
@@ -357,24 +369,14 @@ EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progres
         ctx->engine = std::move(engine);
         releaser.armed = false;  // released by ev_free
         ev::set_thread_error("");
-        // A limit at or near the use from the start is reported at once.
-        ctx->engine->check_pressure();
+        // A limit at or near the use from the start is reported at once, on
+        // the calling thread (the entry point's safe point).
+        ctx->engine->pressure_check_pending.store(config->memory_limit_bytes != 0);
         return ctx;
-    } catch (const std::bad_alloc&) {
-        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory while loading the model");
-    } catch (const std::exception& ex) {
-        *error = fail(EV_ERROR_MODEL_LOAD_FAILED, std::string("cannot load model: ") + ex.what());
-    } catch (...) {
-        *error = fail(EV_ERROR_UNKNOWN, "unknown error while loading the model");
     }
-    return nullptr;
 }
 
-EV_API ev_context ev_init(const ev_config* config, ev_error_t* error) {
-    return ev_init_with_progress(config, nullptr, nullptr, error);
-}
-
-EV_API void ev_free(ev_context ctx) {
+static void ev_free_impl(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic) return;
     ctx->magic.store(ev::kDeadMagic);
     if (ctx->inherited()) {
@@ -401,13 +403,13 @@ EV_API void ev_free(ev_context ctx) {
     delete ctx;
 }
 
-EV_API bool ev_is_valid(ev_context ctx) {
+static bool ev_is_valid_impl(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic || !ctx->engine) return false;
     if (ctx->inherited()) return false;
     return !ctx->engine->unloaded.load() && !ctx->engine->freed.load();
 }
 
-EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info) {
+static ev_error_t ev_get_model_info_impl(ev_context ctx, ev_model_info* info) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code);
     if (!e) return code;
@@ -434,7 +436,7 @@ EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_get_memory_usage(ev_context ctx, ev_memory_stats* stats) {
+static ev_error_t ev_get_memory_usage_impl(ev_context ctx, ev_memory_stats* stats) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
     if (!e) return code;
@@ -451,7 +453,7 @@ EV_API ev_error_t ev_get_memory_usage(ev_context ctx, ev_memory_stats* stats) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_set_memory_limit(ev_context ctx, size_t limit_bytes) {
+static ev_error_t ev_set_memory_limit_impl(ev_context ctx, size_t limit_bytes) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
     if (!e) return code;
@@ -465,7 +467,7 @@ EV_API ev_error_t ev_set_memory_limit(ev_context ctx, size_t limit_bytes) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_set_memory_pressure_callback(ev_context ctx, ev_memory_pressure_callback callback,
+static ev_error_t ev_set_memory_pressure_callback_impl(ev_context ctx, ev_memory_pressure_callback callback,
                                                   void* user_data) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
@@ -476,7 +478,7 @@ EV_API ev_error_t ev_set_memory_pressure_callback(ev_context ctx, ev_memory_pres
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_memory_cleanup(ev_context ctx) {
+static ev_error_t ev_memory_cleanup_impl(ev_context ctx) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code);
     if (!e) return code;
@@ -495,7 +497,7 @@ EV_API ev_error_t ev_memory_cleanup(ev_context ctx) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_reset(ev_context ctx) {
+static ev_error_t ev_reset_impl(ev_context ctx) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code);
     if (!e) return code;
@@ -511,7 +513,7 @@ EV_API ev_error_t ev_reset(ev_context ctx) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_set_prompt_cache(ev_context ctx, bool enabled) {
+static ev_error_t ev_set_prompt_cache_impl(ev_context ctx, bool enabled) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code);
     if (!e) return code;
@@ -522,6 +524,63 @@ EV_API ev_error_t ev_set_prompt_cache(ev_context ctx, bool enabled) {
         e->cached_tokens.clear();
     }
     return EV_SUCCESS;
+}
+
+// ---- entry points ----
+
+EV_API void ev_config_default(ev_config* config) {
+    ev::guard_quiet("ev_config_default", [&] { ev_config_default_impl(config); });
+}
+
+EV_API ev_context ev_init_with_progress(const ev_config* config, ev_load_progress_callback progress,
+                                        void* user_data, ev_error_t* error) {
+    ev_context ctx = ev::guard_out_compute("ev_init", EV_ERROR_MODEL_LOAD_FAILED, nullptr, ev_context{nullptr}, error,
+                                 [&] { return ev_init_with_progress_impl(config, progress, user_data, error); });
+    ev::pressure_safe_point(ctx);
+    return ctx;
+}
+
+EV_API ev_context ev_init(const ev_config* config, ev_error_t* error) {
+    return ev_init_with_progress(config, nullptr, nullptr, error);
+}
+
+EV_API void ev_free(ev_context ctx) {
+    ev::guard_quiet("ev_free", [&] { ev_free_impl(ctx); });
+}
+
+EV_API bool ev_is_valid(ev_context ctx) {
+    return ev::guard_quiet("ev_is_valid", false, [&] { return ev_is_valid_impl(ctx); });
+}
+
+EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info) {
+    return ev::guard("ev_get_model_info", EV_ERROR_UNKNOWN, ctx, [&] { return ev_get_model_info_impl(ctx, info); });
+}
+
+EV_API ev_error_t ev_get_memory_usage(ev_context ctx, ev_memory_stats* stats) {
+    return ev::guard("ev_get_memory_usage", EV_ERROR_UNKNOWN, ctx, [&] { return ev_get_memory_usage_impl(ctx, stats); });
+}
+
+EV_API ev_error_t ev_set_memory_limit(ev_context ctx, size_t limit_bytes) {
+    return ev::guard("ev_set_memory_limit", EV_ERROR_UNKNOWN, ctx,
+                     [&] { return ev_set_memory_limit_impl(ctx, limit_bytes); });
+}
+
+EV_API ev_error_t ev_set_memory_pressure_callback(ev_context ctx, ev_memory_pressure_callback callback,
+                                                  void* user_data) {
+    return ev::guard("ev_set_memory_pressure_callback", EV_ERROR_UNKNOWN, ctx,
+                     [&] { return ev_set_memory_pressure_callback_impl(ctx, callback, user_data); });
+}
+
+EV_API ev_error_t ev_memory_cleanup(ev_context ctx) {
+    return ev::guard("ev_memory_cleanup", EV_ERROR_UNKNOWN, ctx, [&] { return ev_memory_cleanup_impl(ctx); });
+}
+
+EV_API ev_error_t ev_reset(ev_context ctx) {
+    return ev::guard("ev_reset", EV_ERROR_UNKNOWN, ctx, [&] { return ev_reset_impl(ctx); });
+}
+
+EV_API ev_error_t ev_set_prompt_cache(ev_context ctx, bool enabled) {
+    return ev::guard("ev_set_prompt_cache", EV_ERROR_UNKNOWN, ctx, [&] { return ev_set_prompt_cache_impl(ctx, enabled); });
 }
 
 }  // extern "C"

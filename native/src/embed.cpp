@@ -1,6 +1,7 @@
 // Embeddings: a second llama.cpp context on the same model, created on first
 // use, mean pooling, non-causal attention, L2-normalized output.
 #include "ev_internal.h"
+#include "guard.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -14,7 +15,7 @@ constexpr uint32_t kEmbedCtx = 512;
 
 extern "C" {
 
-EV_API ev_error_t ev_embed(ev_context ctx, const char* text, ev_embed_result* result) {
+static ev_error_t ev_embed_impl(ev_context ctx, const char* text, ev_embed_result* result) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code);
     if (!e) return code;
@@ -93,14 +94,28 @@ EV_API ev_error_t ev_embed(ev_context ctx, const char* text, ev_embed_result* re
         result->token_count = n;
         e->refresh_memory_locked();
     }
-    if (e->limit.load() != 0) e->check_pressure();  // the embed context may have grown use
+    // the embed context may have grown use: checked on the calling thread
+    if (e->limit.load() != 0) e->pressure_check_pending.store(true);
     return EV_SUCCESS;
 }
 
-EV_API void ev_free_embeddings(ev_embed_result* result) {
+static void ev_free_embeddings_impl(ev_embed_result* result) {
     if (result == nullptr) return;
     free(result->embeddings);
     memset(result, 0, sizeof *result);
+}
+
+// ---- entry points ----
+
+EV_API ev_error_t ev_embed(ev_context ctx, const char* text, ev_embed_result* result) {
+    ev_error_t rc =
+        ev::guard_compute("ev_embed", EV_ERROR_INFERENCE_FAILED, ctx, [&] { return ev_embed_impl(ctx, text, result); });
+    ev::pressure_safe_point(ctx);
+    return rc;
+}
+
+EV_API void ev_free_embeddings(ev_embed_result* result) {
+    ev::guard_quiet("ev_free_embeddings", [&] { ev_free_embeddings_impl(result); });
 }
 
 }  // extern "C"

@@ -1,15 +1,96 @@
-// Error texts and the per-thread / per-context last-error messages.
+// Error texts, the per-thread / per-context last-error messages, the
+// per-thread last generation stats, and the mapping of exceptions to codes.
 #include "ev_internal.h"
+#include "guard.h"
+
+#include <exception>
+#include <new>
+#include <system_error>
 
 namespace {
 thread_local std::string t_last_error;
-}
+thread_local unsigned t_error_sets = 0;  // lets a carry tell "set" from "left over"
+
+// The calling thread's last finished generation, so a caller reads the stats
+// of its own call even when other threads generate on the same context.
+struct ThreadStats {
+    const ev::Engine* engine = nullptr;
+    ev_generation_stats stats{};
+};
+thread_local ThreadStats t_stats;
+}  // namespace
 
 namespace ev {
 
-void set_thread_error(const std::string& msg) { t_last_error = msg; }
+void set_thread_error(const std::string& msg) {
+    t_last_error = msg;
+    ++t_error_sets;
+}
 
 const char* thread_error() { return t_last_error.c_str(); }
+
+void record_thread_stats(const Engine* e, const ev_generation_stats& s) {
+    t_stats.engine = e;
+    t_stats.stats = s;
+}
+
+bool thread_stats(const Engine* e, ev_generation_stats* out) {
+    if (t_stats.engine != e) return false;
+    *out = t_stats.stats;
+    return true;
+}
+
+void ThreadCarry::begin() {
+    t_stats.engine = nullptr;
+    error_sets = t_error_sets;
+}
+
+void ThreadCarry::end() {
+    has_error = t_error_sets != error_sets;
+    if (has_error) error = t_last_error;
+    stats_engine = t_stats.engine;
+    stats = t_stats.stats;
+}
+
+void ThreadCarry::apply() const {
+    if (has_error) set_thread_error(error);
+    if (stats_engine != nullptr) record_thread_stats(stats_engine, stats);
+}
+
+ev_error_t error_from_exception(const char* where, ev_error_t other, ev_context ctx) noexcept {
+    ev_error_t code = EV_ERROR_UNKNOWN;
+    std::string msg;
+    try {
+        try {
+            throw;
+        } catch (const std::bad_alloc&) {
+            code = EV_ERROR_OUT_OF_MEMORY;
+            msg = std::string(where) + ": out of memory";
+        } catch (const std::system_error& ex) {
+            // thread or lock creation failed: the process is out of a resource
+            code = ex.code() == std::errc::resource_unavailable_try_again ||
+                           ex.code() == std::errc::not_enough_memory
+                       ? EV_ERROR_OUT_OF_MEMORY
+                       : other;
+            msg = std::string(where) + ": " + ex.what();
+        } catch (const std::exception& ex) {
+            code = other;
+            msg = std::string(where) + ": " + ex.what();
+        } catch (...) {
+            code = other;
+            msg = std::string(where) + ": unknown exception";
+        }
+        if (ctx != nullptr && ctx->magic.load() == kContextMagic && ctx->engine && !ctx->inherited()) {
+            ctx->engine->set_error(msg);
+        } else {
+            set_thread_error(msg);
+        }
+    } catch (...) {
+        // building the message failed (out of memory): the code still tells
+        if (code == EV_ERROR_UNKNOWN) code = EV_ERROR_OUT_OF_MEMORY;
+    }
+    return code;
+}
 
 ev_error_t fail(ev_error_t code, const std::string& msg) {
     set_thread_error(msg);
@@ -50,7 +131,7 @@ ev::Engine* ev_engine_of(ev_context ctx, ev_error_t* code, bool need_model) {
 
 extern "C" {
 
-EV_API const char* ev_error_string(ev_error_t error) {
+static const char* ev_error_string_impl(ev_error_t error) {
     switch (error) {
         case EV_SUCCESS: return "Success";
         case EV_ERROR_INVALID_PARAM: return "Invalid parameter";
@@ -67,9 +148,9 @@ EV_API const char* ev_error_string(ev_error_t error) {
     }
 }
 
-EV_API const char* ev_last_error_message(void) { return ev::thread_error(); }
+static const char* ev_last_error_message_impl(void) { return ev::thread_error(); }
 
-EV_API const char* ev_get_last_error(ev_context ctx) {
+static const char* ev_get_last_error_impl(ev_context ctx) {
     if (ctx == nullptr || ctx->magic.load() != ev::kContextMagic || !ctx->engine) {
         return ev::thread_error();
     }
@@ -77,6 +158,20 @@ EV_API const char* ev_get_last_error(ev_context ctx) {
     ev::Engine* e = ctx->engine.get();
     std::lock_guard<std::mutex> lock(e->error_mutex);
     return e->last_error.c_str();
+}
+
+// ---- entry points ----
+
+EV_API const char* ev_error_string(ev_error_t error) {
+    return ev::guard_quiet("ev_error_string", "Unknown error", [&] { return ev_error_string_impl(error); });
+}
+
+EV_API const char* ev_last_error_message(void) {
+    return ev::guard_quiet("ev_last_error_message", "", [] { return ev_last_error_message_impl(); });
+}
+
+EV_API const char* ev_get_last_error(ev_context ctx) {
+    return ev::guard_quiet("ev_get_last_error", "", [&] { return ev_get_last_error_impl(ctx); });
 }
 
 }  // extern "C"

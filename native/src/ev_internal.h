@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,6 +24,30 @@ constexpr uint32_t kDeadMagic = 0xDEADDEAD;
 ev_error_t fail(ev_error_t code, const std::string& msg);
 void set_thread_error(const std::string& msg);
 const char* thread_error();
+
+// What a call leaves in thread-local state (its error message, its stats),
+// carried from the compute thread back to the calling thread.
+struct ThreadCarry {
+    unsigned error_sets = 0;
+    bool has_error = false;
+    std::string error;
+    const struct Engine* stats_engine = nullptr;
+    ev_generation_stats stats{};
+    void begin();        // on the compute thread, before the call
+    void end();          // on the compute thread, after it
+    void apply() const;  // on the calling thread
+};
+void record_thread_stats(const struct Engine* e, const ev_generation_stats& s);
+bool thread_stats(const struct Engine* e, ev_generation_stats* out);
+
+// ---- the compute thread (compute_thread.cpp) ----
+// Runs fn on the process's one compute thread and waits; inline when called
+// on it. fn must not throw.
+void run_on_compute_thread(const std::function<void()>& fn);
+bool on_compute_thread();
+// From work running on the compute thread: runs fn on the thread that is
+// waiting for that work, and waits (inline when there is no such thread).
+void run_on_caller(const std::function<void()>& fn);
 
 // ---- logging (logging.cpp) ----
 void install_log_hook();

@@ -1,6 +1,7 @@
 // Text generation: the one Generation engine behind both ev_generate (a loop
 // in the caller's thread) and streams (one piece per ev_stream_next).
 #include "ev_internal.h"
+#include "guard.h"
 #include "text_output.h"
 
 #include <algorithm>
@@ -571,18 +572,9 @@ using ev::fail;
 
 namespace {
 
-// The calling thread's last finished generation, so a caller reads the stats
-// of its own call even when other threads generate on the same context.
-struct ThreadStats {
-    const Engine* engine = nullptr;
-    ev_generation_stats stats{};
-};
-thread_local ThreadStats t_stats;
-
 void record_stats(Engine* e, const ev_generation_stats& s) {
     e->last_stats = s;
-    t_stats.engine = e;
-    t_stats.stats = s;
+    ev::record_thread_stats(e, s);
 }
 
 // Drop the stream's claim on its context (once).
@@ -607,7 +599,7 @@ ev_error_t stream_error(ev_stream s) {
 
 extern "C" {
 
-EV_API void ev_generation_params_default(ev_generation_params* params) {
+static void ev_generation_params_default_impl(ev_generation_params* params) {
     if (params == nullptr) return;
     memset(params, 0, sizeof *params);
     params->max_tokens = 512;
@@ -625,7 +617,7 @@ EV_API void ev_generation_params_default(ev_generation_params* params) {
     params->reserved = nullptr;
 }
 
-EV_API void ev_generation_extras_default(ev_generation_extras* extras) {
+static void ev_generation_extras_default_impl(ev_generation_extras* extras) {
     if (extras == nullptr) return;
     memset(extras, 0, sizeof *extras);
     extras->struct_size = sizeof(ev_generation_extras);
@@ -633,9 +625,9 @@ EV_API void ev_generation_extras_default(ev_generation_extras* extras) {
     extras->min_p = 0.0f;
 }
 
-EV_API void ev_free_string(char* str) { free(str); }
+static void ev_free_string_impl(char* str) { free(str); }
 
-EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_generation_params* params,
+static ev_error_t ev_generate_impl(ev_context ctx, const char* prompt, const ev_generation_params* params,
                               char** output) {
     if (output != nullptr) *output = nullptr;
     ev_error_t code;
@@ -649,7 +641,7 @@ EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_gener
         e->set_error("ev_generate: output is NULL");
         return EV_ERROR_INVALID_PARAM;
     }
-    try {
+    {
         ev::Generation gen;
         gen.e = e;
         if ((code = ev::read_params(params, &gen.p)) != EV_SUCCESS) {
@@ -682,7 +674,6 @@ EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_gener
             record_stats(e, gen.current_stats());
             e->refresh_memory_locked();
         }
-        if (e->pressure_check_pending.load()) e->check_pressure();  // safe point, no lock held
         if (code != EV_SUCCESS) return code;
         *output = ev::dup_cstr(text);
         if (*output == nullptr) {
@@ -690,16 +681,10 @@ EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_gener
             return EV_ERROR_OUT_OF_MEMORY;
         }
         return EV_SUCCESS;
-    } catch (const std::bad_alloc&) {
-        e->set_error("out of memory during generation");
-        return EV_ERROR_OUT_OF_MEMORY;
-    } catch (const std::exception& ex) {
-        e->set_error(std::string("generation failed: ") + ex.what());
-        return EV_ERROR_INFERENCE_FAILED;
     }
 }
 
-EV_API ev_error_t ev_generate_cancel(ev_context ctx) {
+static ev_error_t ev_generate_cancel_impl(ev_context ctx) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
     if (!e) return code;
@@ -707,7 +692,7 @@ EV_API ev_error_t ev_generate_cancel(ev_context ctx) {
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_stats* stats) {
+static ev_error_t ev_get_last_generation_stats_impl(ev_context ctx, ev_generation_stats* stats) {
     ev_error_t code;
     Engine* e = ev_engine_of(ctx, &code, /*need_model=*/false);
     if (!e) return code;
@@ -715,16 +700,13 @@ EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_sta
         e->set_error("stats is NULL");
         return EV_ERROR_INVALID_PARAM;
     }
-    if (t_stats.engine == e) {
-        *stats = t_stats.stats;
-        return EV_SUCCESS;
-    }
+    if (ev::thread_stats(e, stats)) return EV_SUCCESS;
     std::lock_guard<std::mutex> lock(e->mutex);
     *stats = e->last_stats;
     return EV_SUCCESS;
 }
 
-EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev_generation_params* params,
+static ev_stream ev_generate_stream_impl(ev_context ctx, const char* prompt, const ev_generation_params* params,
                                     ev_error_t* error) {
     ev_error_t dummy;
     if (error == nullptr) error = &dummy;
@@ -735,7 +717,7 @@ EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev
         *error = EV_ERROR_INVALID_PARAM;
         return nullptr;
     }
-    try {
+    {
         auto* s = new (std::nothrow) ev_stream_impl();
         if (s == nullptr) {
             e->set_error("out of memory creating the stream");
@@ -774,14 +756,10 @@ EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev
         }
         *error = EV_SUCCESS;
         return s;
-    } catch (const std::bad_alloc&) {
-        e->set_error("out of memory creating the stream");
-        *error = EV_ERROR_OUT_OF_MEMORY;
-        return nullptr;
     }
 }
 
-EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
+static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
     ev_error_t dummy;
     if (error == nullptr) error = &dummy;
     if (!stream_ok(stream)) {
@@ -810,7 +788,7 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
     std::string text;
     ev_error_t code;
     bool finished;
-    try {
+    {
         std::lock_guard<std::mutex> lock(e->mutex);
         if (e->model == nullptr) {
             stream->ended.store(true);
@@ -824,11 +802,7 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
             e->refresh_memory_locked();
             deactivate(stream);
         }
-    } catch (const std::bad_alloc&) {
-        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory during generation");
-        return nullptr;
     }
-    if (finished && e->pressure_check_pending.load()) e->check_pressure();
     if (code != EV_SUCCESS) {
         stream->ended.store(true);
         *error = code;
@@ -856,7 +830,7 @@ EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
     return out;
 }
 
-EV_API bool ev_stream_has_next(ev_stream stream) {
+static bool ev_stream_has_next_impl(ev_stream stream) {
     if (!stream_ok(stream)) return false;
     if (stream->ended.load() || stream->cancel.load()) return false;
     // ev_generate_cancel() on the context cancels its active stream too.
@@ -864,14 +838,14 @@ EV_API bool ev_stream_has_next(ev_stream stream) {
     return !(e->cancel_requested.load() && e->active_stream.load() == stream);
 }
 
-EV_API void ev_stream_cancel(ev_stream stream) {
+static void ev_stream_cancel_impl(ev_stream stream) {
     if (!stream_ok(stream)) return;
     stream->cancel.store(true);
     // Interrupt a decode in progress through the context's abort flag.
     if (stream->engine->active_stream.load() == stream) stream->engine->cancel_requested.store(true);
 }
 
-EV_API void ev_stream_free(ev_stream stream) {
+static void ev_stream_free_impl(ev_stream stream) {
     if (!stream_live(stream)) return;
     if (stream_inherited(stream)) {
         // a fork()ed child's copy of the parent's stream: forget it, touch
@@ -898,7 +872,7 @@ EV_API void ev_stream_free(ev_stream stream) {
     if (e->pressure_check_pending.load() && !e->freed.load()) e->check_pressure();
 }
 
-EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_info* info) {
+static ev_error_t ev_stream_get_token_info_impl(ev_stream stream, ev_stream_token_info* info) {
     if (!stream_ok(stream)) return stream_error(stream);
     if (info == nullptr) return fail(EV_ERROR_INVALID_PARAM, "info is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
@@ -910,12 +884,79 @@ EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_inf
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
+static ev_error_t ev_stream_get_stats_impl(ev_stream stream, ev_generation_stats* stats) {
     if (!stream_ok(stream)) return stream_error(stream);
     if (stats == nullptr) return fail(EV_ERROR_INVALID_PARAM, "stats is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
     *stats = stream->gen.current_stats();
     return EV_SUCCESS;
+}
+
+// ---- entry points ----
+
+EV_API void ev_generation_params_default(ev_generation_params* params) {
+    ev::guard_quiet("ev_generation_params_default", [&] { ev_generation_params_default_impl(params); });
+}
+
+EV_API void ev_generation_extras_default(ev_generation_extras* extras) {
+    ev::guard_quiet("ev_generation_extras_default", [&] { ev_generation_extras_default_impl(extras); });
+}
+
+EV_API void ev_free_string(char* str) { ev_free_string_impl(str); }  // free(): cannot throw
+
+EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt, const ev_generation_params* params,
+                              char** output) {
+    ev_error_t rc = ev::guard_compute("ev_generate", EV_ERROR_INFERENCE_FAILED, ctx,
+                                      [&] { return ev_generate_impl(ctx, prompt, params, output); });
+    ev::pressure_safe_point(ctx);
+    return rc;
+}
+
+EV_API ev_error_t ev_generate_cancel(ev_context ctx) {
+    return ev::guard("ev_generate_cancel", EV_ERROR_UNKNOWN, ctx, [&] { return ev_generate_cancel_impl(ctx); });
+}
+
+EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_stats* stats) {
+    return ev::guard("ev_get_last_generation_stats", EV_ERROR_UNKNOWN, ctx,
+                     [&] { return ev_get_last_generation_stats_impl(ctx, stats); });
+}
+
+EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev_generation_params* params,
+                                    ev_error_t* error) {
+    return ev::guard_out_compute("ev_generate_stream", EV_ERROR_INFERENCE_FAILED, ctx, ev_stream{nullptr}, error,
+                                 [&] { return ev_generate_stream_impl(ctx, prompt, params, error); });
+}
+
+EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
+    char* piece = ev::guard_out_compute("ev_stream_next", EV_ERROR_INFERENCE_FAILED, nullptr,
+                                        static_cast<char*>(nullptr), error,
+                                        [&] { return ev_stream_next_impl(stream, error); });
+    // a limit set during the stream is checked once the stream has let go of
+    // its context (while it is active, check_pressure() only re-arms the flag)
+    if (stream_ok(stream) && !stream->active) ev::pressure_safe_point(stream->engine.get());
+    return piece;
+}
+
+EV_API bool ev_stream_has_next(ev_stream stream) {
+    return ev::guard_quiet("ev_stream_has_next", false, [&] { return ev_stream_has_next_impl(stream); });
+}
+
+EV_API void ev_stream_cancel(ev_stream stream) {
+    ev::guard_quiet("ev_stream_cancel", [&] { ev_stream_cancel_impl(stream); });
+}
+
+EV_API void ev_stream_free(ev_stream stream) {
+    ev::guard_quiet("ev_stream_free", [&] { ev_stream_free_impl(stream); });
+}
+
+EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_info* info) {
+    return ev::guard("ev_stream_get_token_info", EV_ERROR_UNKNOWN, nullptr,
+                     [&] { return ev_stream_get_token_info_impl(stream, info); });
+}
+
+EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
+    return ev::guard("ev_stream_get_stats", EV_ERROR_UNKNOWN, nullptr,
+                     [&] { return ev_stream_get_stats_impl(stream, stats); });
 }
 
 }  // extern "C"

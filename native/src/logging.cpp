@@ -1,6 +1,7 @@
 // llama.cpp log routing: verbosity, a host log callback, and per-thread
 // capture of warnings/errors so a failed load can explain itself.
 #include "ev_internal.h"
+#include "guard.h"
 
 #include <cstdio>
 
@@ -79,16 +80,26 @@ std::string LogCapture::text() const {
 
 extern "C" {
 
-EV_API void ev_set_verbose(bool verbose) {
+static void ev_set_verbose_impl(bool verbose) {
     ev::install_log_hook();
     g_verbose.store(verbose);
 }
 
-EV_API void ev_set_log_callback(ev_log_callback callback, void* user_data) {
+static void ev_set_log_callback_impl(ev_log_callback callback, void* user_data) {
     ev::install_log_hook();
     std::lock_guard<std::mutex> lock(g_log_mutex);
     g_host_cb = callback;
     g_host_ud = user_data;
+}
+
+// ---- entry points ----
+
+EV_API void ev_set_verbose(bool verbose) {
+    ev::guard_quiet("ev_set_verbose", [&] { ev_set_verbose_impl(verbose); });
+}
+
+EV_API void ev_set_log_callback(ev_log_callback callback, void* user_data) {
+    ev::guard_quiet("ev_set_log_callback", [&] { ev_set_log_callback_impl(callback, user_data); });
 }
 
 }  // extern "C"

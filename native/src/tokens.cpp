@@ -1,5 +1,6 @@
 // Tokenizer access and the model's chat template.
 #include "ev_internal.h"
+#include "guard.h"
 #include "text_output.h"
 
 #include <cstdlib>
@@ -19,7 +20,7 @@ Engine* locked_engine(ev_context ctx, ev_error_t* code) {
 
 extern "C" {
 
-EV_API ev_error_t ev_tokenize(ev_context ctx, const char* text, bool add_special, bool parse_special,
+static ev_error_t ev_tokenize_impl(ev_context ctx, const char* text, bool add_special, bool parse_special,
                               int32_t** tokens, int* num_tokens) {
     ev_error_t code;
     Engine* e = locked_engine(ctx, &code);
@@ -68,9 +69,9 @@ EV_API ev_error_t ev_tokenize(ev_context ctx, const char* text, bool add_special
     return EV_SUCCESS;
 }
 
-EV_API void ev_free_tokens(int32_t* tokens) { free(tokens); }
+static void ev_free_tokens_impl(int32_t* tokens) { free(tokens); }
 
-EV_API ev_error_t ev_detokenize(ev_context ctx, const int32_t* tokens, int num_tokens, bool special,
+static ev_error_t ev_detokenize_impl(ev_context ctx, const int32_t* tokens, int num_tokens, bool special,
                                 char** output) {
     ev_error_t code;
     Engine* e = locked_engine(ctx, &code);
@@ -115,7 +116,7 @@ EV_API ev_error_t ev_detokenize(ev_context ctx, const int32_t* tokens, int num_t
     return EV_SUCCESS;
 }
 
-EV_API ev_error_t ev_chat_apply_template(ev_context ctx, const ev_chat_message* messages, size_t num_messages,
+static ev_error_t ev_chat_apply_template_impl(ev_context ctx, const ev_chat_message* messages, size_t num_messages,
                                          bool add_assistant, char** output) {
     ev_error_t code;
     Engine* e = locked_engine(ctx, &code);
@@ -165,6 +166,28 @@ EV_API ev_error_t ev_chat_apply_template(ev_context ctx, const ev_chat_message* 
     memcpy(out, buf.c_str(), buf.size() + 1);
     *output = out;
     return EV_SUCCESS;
+}
+
+// ---- entry points ----
+
+EV_API ev_error_t ev_tokenize(ev_context ctx, const char* text, bool add_special, bool parse_special,
+                              int32_t** tokens, int* num_tokens) {
+    return ev::guard("ev_tokenize", EV_ERROR_INFERENCE_FAILED, ctx,
+                     [&] { return ev_tokenize_impl(ctx, text, add_special, parse_special, tokens, num_tokens); });
+}
+
+EV_API void ev_free_tokens(int32_t* tokens) { ev_free_tokens_impl(tokens); }  // free(): cannot throw
+
+EV_API ev_error_t ev_detokenize(ev_context ctx, const int32_t* tokens, int num_tokens, bool special,
+                                char** output) {
+    return ev::guard("ev_detokenize", EV_ERROR_INFERENCE_FAILED, ctx,
+                     [&] { return ev_detokenize_impl(ctx, tokens, num_tokens, special, output); });
+}
+
+EV_API ev_error_t ev_chat_apply_template(ev_context ctx, const ev_chat_message* messages, size_t num_messages,
+                                         bool add_assistant, char** output) {
+    return ev::guard("ev_chat_apply_template", EV_ERROR_INFERENCE_FAILED, ctx,
+                     [&] { return ev_chat_apply_template_impl(ctx, messages, num_messages, add_assistant, output); });
 }
 
 }  // extern "C"
