@@ -40,7 +40,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 ROOT = Path(__file__).resolve().parent
 NATIVE = ROOT / "native"
@@ -187,11 +187,13 @@ def llama_cpp_dir() -> Path:
 
 
 # --------------------------------------------------------------------------
-# 1b. Vulkan headers without VK_EXT_layer_settings (Debian 12): a checked patch
-#     applied to a hard-linked copy of the source, never to the source itself.
-#     See native/patches/ggml-vulkan-layer-settings.patch and docs/backends.md.
+# 1b. Patches (native/patches/): checked one-hunk diffs applied to a
+#     hard-linked copy of the source, never to the source itself. ggml-cpu is
+#     in every build, so the AMX patch always applies (docs/safety.md); the
+#     Vulkan one only where the headers need it (docs/backends.md).
 # --------------------------------------------------------------------------
 
+AMX_PATCH = NATIVE / "patches" / "ggml-amx-tile-config.patch"
 VK_PATCH = NATIVE / "patches" / "ggml-vulkan-layer-settings.patch"
 
 
@@ -214,6 +216,19 @@ def _read_patch(path: Path):  # type: ignore[no-untyped-def]
     return target, "".join(before), "".join(after)
 
 
+def apply_patch(text: str, patch: Path) -> Optional[str]:
+    """text with patch applied, or None when it is applied already."""
+    rel, before, after = _read_patch(patch)
+    if text.count(after) == 1:
+        return None
+    if text.count(before) != 1:
+        raise BuildError(
+            f"{patch.relative_to(ROOT)} does not apply to {rel} of this llama.cpp (its context "
+            f"is found {text.count(before)} times, expected once); refresh the patch for this "
+            "llama.cpp (the text above its diff says why it is needed).")
+    return text.replace(before, after)
+
+
 def vulkan_headers_have_layer_settings() -> bool:
     """Whether the compiler's <vulkan/vulkan_core.h> defines VK_EXT_layer_settings."""
     cxx = shlex.split(os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++")
@@ -231,7 +246,28 @@ def vulkan_headers_have_layer_settings() -> bool:
     return "VK_EXT_LAYER_SETTINGS_EXTENSION_NAME" in proc.stdout
 
 
-def _mirror_tree(src: Path, dst: Path, skip: Path) -> None:
+def source_patches(src: Path, b: str) -> List[Path]:
+    """The patches a build of backend b needs from the llama.cpp tree src."""
+    def uses(patch: Path, what: str) -> bool:
+        path = src / _read_patch(patch)[0]
+        return path.is_file() and what in path.read_text(encoding="utf-8")
+
+    # Every compiler: the barrier only matters to GCC < 14 and costs nothing elsewhere.
+    patches = [AMX_PATCH] if uses(AMX_PATCH, "_tile_loadconfig(") else []
+    if b == "vulkan":
+        if shutil.which("glslc") is None and not os.environ.get("VULKAN_SDK"):
+            raise BuildError("EDGEVEDA_BACKEND=vulkan needs glslc (the GLSL-to-SPIR-V compiler): "
+                             "`apt-get install glslc libvulkan-dev spirv-headers` (Debian/Ubuntu) "
+                             "or the LunarG SDK")
+        # Headers < 1.3.272 and a llama.cpp that uses the type without a guard.
+        if not vulkan_headers_have_layer_settings() \
+                and uses(VK_PATCH, "LayerSettingsCreateInfoEXT") \
+                and not uses(VK_PATCH, "#ifdef VK_EXT_layer_settings"):
+            patches.append(VK_PATCH)
+    return patches
+
+
+def _mirror_tree(src: Path, dst: Path, skip: Set[Path]) -> None:
     """Make dst a hard-linked (copied across file systems) mirror of src, except skip."""
     for dirpath, dirnames, filenames in os.walk(src):
         rel = Path(dirpath).relative_to(src)
@@ -240,7 +276,7 @@ def _mirror_tree(src: Path, dst: Path, skip: Path) -> None:
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             s, d = src / rel / name, dst / rel / name
-            if rel / name == skip:
+            if rel / name in skip:
                 continue
             st = s.stat()
             try:
@@ -256,36 +292,35 @@ def _mirror_tree(src: Path, dst: Path, skip: Path) -> None:
                 shutil.copy2(s, d)
 
 
-def vulkan_source(src: Path) -> Path:
-    """The llama.cpp tree the Vulkan build uses: src, or src's patched copy when needed."""
-    if shutil.which("glslc") is None and not os.environ.get("VULKAN_SDK"):
-        raise BuildError("EDGEVEDA_BACKEND=vulkan needs glslc (the GLSL-to-SPIR-V compiler): "
-                         "`apt-get install glslc libvulkan-dev spirv-headers` (Debian/Ubuntu) "
-                         "or the LunarG SDK")
-    if vulkan_headers_have_layer_settings():
-        return src  # headers >= 1.3.272: the source builds as it is
-    rel, before, after = _read_patch(VK_PATCH)
-    text = (src / rel).read_bytes().decode("utf-8")
-    if text.count(after) == 1 or "#ifdef VK_EXT_layer_settings" in text \
-            or "LayerSettingsCreateInfoEXT" not in text:
-        return src  # already patched or guarded, or this llama.cpp no longer uses the type
-    if text.count(before) != 1:
-        raise BuildError(
-            f"the Vulkan headers lack VK_EXT_layer_settings, which {rel} uses, and "
-            f"{VK_PATCH.relative_to(ROOT)} does not apply to this llama.cpp (its context is found "
-            f"{text.count(before)} times, expected once). Install Vulkan headers >= 1.3.272 "
-            "(e.g. the LunarG SDK, VULKAN_SDK=...) or refresh the patch for this llama.cpp.")
+def patched_source(src: Path, b: str) -> Path:
+    """The llama.cpp tree a build of backend b uses: src, or its patched copy.
+
+    One copy per combination of patches, <cache>/<source>-<hash>-<patches>; a
+    patched file is written as a new inode, so src itself is never modified.
+    """
+    patched: Dict[str, str] = {}
+    applied = []
+    for patch in source_patches(src, b):
+        rel = _read_patch(patch)[0]
+        text = apply_patch(patched.get(rel) or (src / rel).read_bytes().decode("utf-8"), patch)
+        if text is None:
+            log(f"{patch.relative_to(ROOT)}: applied already in {src}")
+        else:
+            patched[rel] = text
+            applied.append(patch)
+    if not applied:
+        return src
     key = hashlib.sha256(str(src).encode()).hexdigest()[:8]
-    dst = cache_dir() / f"{src.name}-{key}-vulkan-patched"
-    _mirror_tree(src, dst, Path(rel))
-    patched = text.replace(before, after)
-    out = dst / rel
-    if not out.is_file() or out.read_bytes().decode("utf-8") != patched:
-        tmp = out.with_name(out.name + ".edgeveda-tmp")
-        tmp.write_bytes(patched.encode("utf-8"))
-        os.replace(tmp, out)  # a new inode: the hard-linked original is untouched
-    log(f"Vulkan headers lack VK_EXT_layer_settings: building from {dst} "
-        f"({VK_PATCH.relative_to(ROOT)} applied to {rel})")
+    dst = cache_dir() / f"{src.name}-{key}-{'+'.join(p.stem.replace('ggml-', '') for p in applied)}"
+    _mirror_tree(src, dst, {Path(rel) for rel in patched})
+    for rel, text in patched.items():
+        out = dst / rel
+        if not out.is_file() or out.read_bytes().decode("utf-8") != text:
+            tmp = out.with_name(f"{out.name}.edgeveda-tmp-{os.getpid()}")
+            tmp.write_bytes(text.encode("utf-8"))
+            os.replace(tmp, out)  # a new inode: the hard-linked original is untouched
+    log(f"building from {dst} ("
+        + ", ".join(f"{p.relative_to(ROOT)} applied to {_read_patch(p)[0]}" for p in applied) + ")")
     return dst
 
 
@@ -333,8 +368,7 @@ def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
     out = out or build_dir()
     out.mkdir(parents=True, exist_ok=True)
     b = backend()
-    if b == "vulkan":
-        src = vulkan_source(src)
+    src = patched_source(src, b)
     cfg = ["cmake", "-S", str(NATIVE), "-B", str(out),
            f"-DLLAMA_CPP_DIR={src}", f"-DEDGEVEDA_BACKEND={b}",
            "-DCMAKE_BUILD_TYPE=" + ("RelWithDebInfo" if os.environ.get("EDGEVEDA_SANITIZE") else "Release"),

@@ -181,9 +181,12 @@ def ensure_llama_tools(build: bool) -> Tuple[Optional[Path], Optional[Path]]:
     ref_src = BENCH / "native" / "llama_ref.c"
     if not build:
         return (bench if bench.is_file() else None), (ref if ref.is_file() else None)
-    src = _build_native().llama_cpp_dir()
+    bn = _build_native()
+    src = bn.patched_source(bn.llama_cpp_dir(), "cpu")  # with the AMX patch, as the core
     stamp = LLAMA_TOOLS / ".edgeveda-source"
     if not (bench.is_file() and stamp.is_file() and stamp.read_text().strip() == str(src)):
+        if stamp.is_file():  # built from another tree: CMake refuses a new -S for an old -B
+            shutil.rmtree(LLAMA_TOOLS)
         log(f"building llama-bench from {src} into {LLAMA_TOOLS} (once; a few minutes)")
         _run(
             [
