@@ -128,6 +128,7 @@ _FLAGS = {
     "batch_size": "--batch-size",
     "backend": "--backend",
     "gpu_layers": "--gpu-layers",
+    "cpu_extra_buffers": "--cpu-extra-buffers",
 }
 
 

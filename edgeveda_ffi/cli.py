@@ -42,6 +42,7 @@ from ._cli_common import (
     verify_model,
 )
 from ._version import HEADER_VERSION, __version__
+from .config import CPU_EXTRA_BUFFERS_ENV
 from .errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
@@ -128,6 +129,14 @@ def _model_options(model_help: Optional[str] = None) -> _Parser:
         default=None,
         help="compute backend (default auto)",
     )
+    g.add_argument(
+        "--cpu-extra-buffers",
+        choices=["on", "off"],
+        default=None,
+        help="let llama.cpp put weights in the CPU's extra buffer types (AMX, CPU_REPACK); "
+        f"off is the escape hatch for a misbehaving CPU kernel (default: ${CPU_EXTRA_BUFFERS_ENV}, "
+        "else on)",
+    )
     return p
 
 
@@ -198,7 +207,8 @@ def build_parser() -> _Parser:
         description="Run LLMs on this machine with the Edge Veda engine (llama.cpp inside).",
         epilog=(
             "exit codes: 0 ok, 1 runtime error, 2 bad command line, 130 interrupted (Ctrl-C).\n"
-            f"environment: EDGEVEDA_MODELS_DIR (models folder), {MODEL_ENV} (default --model)."
+            f"environment: EDGEVEDA_MODELS_DIR (models folder), {MODEL_ENV} (default --model),\n"
+            f"{CPU_EXTRA_BUFFERS_ENV}=on|off (default --cpu-extra-buffers)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -269,6 +279,10 @@ def build_parser() -> _Parser:
             ),
         ],
         help="show the version, llama.cpp build, backends and CPU features",
+        description="Show the package and llama.cpp versions, the backends, the CPU features "
+        "the build uses, and the CPU extra-buffers setting in force. With --model, also load "
+        "the model and show its info, memory use and the buffer types its weights landed in "
+        "(--cpu-extra-buffers off: no AMX/CPU_REPACK).",
     )
     info.add_argument("--format", choices=["text", "json"], default="text")
     info.set_defaults(func=cmd_info)
@@ -396,6 +410,8 @@ def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
         kw["num_threads"] = args.threads
     if args.backend is not None:
         kw["backend"] = args.backend
+    if args.cpu_extra_buffers is not None:
+        kw["cpu_extra_buffers"] = args.cpu_extra_buffers
     try:
         Config(model_path="-", **kw)
     except ConfigurationException as exc:
@@ -510,6 +526,26 @@ def _cpu_features(system_info: str) -> List[str]:
     return feats
 
 
+# Entries of ggml's CPU feature list that are build options, not instruction sets.
+_CPU_BUILD_OPTIONS = ("LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE")
+
+
+def _cpu_extra_buffers_setting(args: argparse.Namespace) -> Dict[str, Any]:
+    """The extra-buffers switch in force for this command, and where it came from."""
+    from .config import cpu_extra_buffers_from_env
+
+    if args.cpu_extra_buffers is not None:
+        return {"enabled": args.cpu_extra_buffers == "on", "source": "--cpu-extra-buffers"}
+    env = cpu_extra_buffers_from_env()  # a bad value was refused by _config_kwargs
+    if env is not None:
+        return {"enabled": env, "source": CPU_EXTRA_BUFFERS_ENV}
+    return {"enabled": True, "source": "default"}
+
+
+def _mib_list(buffers: Dict[str, float]) -> str:
+    return ", ".join(f"{name} {mib:.1f} MiB" for name, mib in buffers.items()) or "-"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config_kwargs(args)
     try:
@@ -531,6 +567,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "backends": {k: v for k, v in backends.items() if k != "auto"},
         "cpu_features": _cpu_features(str(ni["system_info"])),
         "system_info": ni["system_info"],
+        "cpu_extra_buffers": _cpu_extra_buffers_setting(args),
         "models_dir": str(manager.models_dir),
         "default_model": DEFAULT_MODEL_ID,
         "default_model_downloaded": manager.is_downloaded(DEFAULT_MODEL_ID),
@@ -542,11 +579,13 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "path": str(path),
                 "size_bytes": path.stat().st_size,
                 **dataclasses.asdict(engine.model_info),
+                "buffer_types": engine.buffer_types,
             }
             data["memory"] = engine.memory_stats().to_dict()
     if args.format == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
+    xb = data["cpu_extra_buffers"]
     avail = [k for k, v in data["backends"].items() if v]
     missing = [k for k, v in data["backends"].items() if not v]
     rows = [
@@ -558,7 +597,24 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{', '.join(avail) or 'none'} (auto picks {data['detected_backend']})"
             + (f"; not available: {', '.join(missing)}" if missing else ""),
         ),
-        ("cpu features", " ".join(data["cpu_features"]) or "-"),
+        (
+            "cpu features",
+            " ".join(f for f in data["cpu_features"] if f not in _CPU_BUILD_OPTIONS) or "-",
+        ),
+        (
+            "cpu build",
+            " ".join(f for f in data["cpu_features"] if f in _CPU_BUILD_OPTIONS) or "-",
+        ),
+        (
+            "cpu extra buffers",
+            ("on" if xb["enabled"] else "off")
+            + {
+                "default": f" (default; {CPU_EXTRA_BUFFERS_ENV}=off or --cpu-extra-buffers off "
+                "keeps the weights out of AMX/CPU_REPACK)",
+                CPU_EXTRA_BUFFERS_ENV: f" ({CPU_EXTRA_BUFFERS_ENV})",
+                "--cpu-extra-buffers": " (--cpu-extra-buffers)",
+            }[xb["source"]],
+        ),
         ("models dir", data["models_dir"]),
         (
             "default model",
@@ -575,6 +631,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"{m['name']} ({m['architecture']}, {m['num_parameters'] / 1e6:.1f} M parameters)",
             ),
             ("model file", f"{m['path']} ({human_bytes(m['size_bytes'])})"),
+            ("weight buffers", _mib_list(m["buffer_types"])),
             (
                 "model shape",
                 f"{m['num_layers']} layers, embedding {m['embedding_dim']}, "

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigurationException
 
 __all__ = [
+    "CPU_EXTRA_BUFFERS_ENV",
+    "cpu_extra_buffers_from_env",
     "Backend",
     "FinishReason",
     "Config",
@@ -118,6 +121,38 @@ def _check_float(
 
 _INT32_MAX = 2**31 - 1
 
+#: Environment variable giving ``Config.cpu_extra_buffers`` when the field is not given.
+CPU_EXTRA_BUFFERS_ENV = "EDGEVEDA_CPU_EXTRA_BUFFERS"
+
+_ON_OFF = {"on": True, "off": False}
+
+
+def cpu_extra_buffers_from_env() -> Optional[bool]:
+    """``$EDGEVEDA_CPU_EXTRA_BUFFERS`` as a bool (``on``/``off``, any case), or
+    None when it is unset or empty; any other value raises ConfigurationException."""
+    raw = os.environ.get(CPU_EXTRA_BUFFERS_ENV)
+    if raw is None or not raw.strip():
+        return None
+    value = _ON_OFF.get(raw.strip().lower())
+    if value is None:
+        raise ConfigurationException(
+            "Invalid parameter",
+            f"{CPU_EXTRA_BUFFERS_ENV}={raw!r}: must be 'on' or 'off' (any case); "
+            "unset it for the default (on)",
+        )
+    return value
+
+
+def _parse_cpu_extra_buffers(value: Any) -> bool:
+    if value is None:
+        env = cpu_extra_buffers_from_env()
+        return True if env is None else env
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _ON_OFF:
+        return _ON_OFF[value.strip().lower()]
+    raise _bad("cpu_extra_buffers", value, "must be True, False, 'on' or 'off' (any case)")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -126,6 +161,14 @@ class Config:
     ``context_size`` 0 uses the model's training context; ``num_threads`` 0
     picks the hardware thread count (at most 8); ``seed`` -1 is random per
     request, >= 0 makes every request reproducible.
+
+    ``cpu_extra_buffers`` (``ev_config_extras.cpu_extra_buffers``): whether
+    llama.cpp may put weights in the CPU's extra buffer types (AMX on Intel
+    Sapphire Rapids and later, CPU_REPACK for some quant types): True/False or
+    ``"on"``/``"off"`` (any case); when not given, ``$EDGEVEDA_CPU_EXTRA_BUFFERS``
+    (``on``/``off``), else on. Off is the escape hatch when one of those CPU
+    kernels misbehaves. After construction it is a bool.
+    :attr:`EdgeVeda.buffer_types` shows where the weights went.
     """
 
     model_path: str
@@ -142,6 +185,7 @@ class Config:
     flash_attn: int = -1
     kv_cache_type_k: int = 1
     kv_cache_type_v: int = 1
+    cpu_extra_buffers: Union[bool, str, None] = None
 
     def __post_init__(self) -> None:
         path = self.model_path
@@ -167,6 +211,9 @@ class Config:
         for name in ("auto_unload_on_memory_pressure", "use_mmap", "use_mlock"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, getattr(self, name), "must be True or False")
+        object.__setattr__(
+            self, "cpu_extra_buffers", _parse_cpu_extra_buffers(self.cpu_extra_buffers)
+        )
 
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:

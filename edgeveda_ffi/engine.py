@@ -156,6 +156,25 @@ def _free_stream_owned(pid: int, handle: Any) -> None:
         lib.ev_stream_free(handle)
 
 
+def _parse_buffer_types(text: str) -> Dict[str, float]:
+    """``ev_model_buffer_types``'s ``"CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB"``
+    as ``{"CPU_Mapped": 85.8, "CPU_REPACK": 57.0}``."""
+    out: Dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(", "))):
+        head, _, unit = part.rpartition(" ")  # "<name> <size> MiB"
+        name, _, size = head.rpartition(" ")
+        try:
+            mib = float(size)
+        except ValueError:
+            mib = -1.0
+        if unit != "MiB" or not name or mib < 0:
+            raise GenerationException(  # pragma: no cover - the core's own format
+                "Unexpected buffer types", f"cannot read {part!r} of {text!r}"
+            )
+        out[name] = mib
+    return out
+
+
 def _foreign(pid: int) -> EngineClosedException:
     return EngineClosedException(
         "Engine belongs to another process",
@@ -245,6 +264,7 @@ class EdgeVeda:
         self._pressure_callbacks: List[Callable[[MemoryPressureEvent], Any]] = []
         self._pressure_box: Optional[CallbackBox] = None
         self._model_info: Optional[ModelInfo] = None
+        self._buffer_types: Optional[Dict[str, float]] = None
         self._stream_ref: Optional[weakref.ref[TokenStream]] = None
 
         c = ffi.new("ev_config*")
@@ -264,6 +284,10 @@ class EdgeVeda:
         c.flash_attn = config.flash_attn
         c.kv_cache_type_k = config.kv_cache_type_k
         c.kv_cache_type_v = config.kv_cache_type_v
+        extras = ffi.new("ev_config_extras*")  # alive until ev_init returns
+        lib.ev_config_extras_default(extras)
+        extras.cpu_extra_buffers = 1 if config.cpu_extra_buffers else 0
+        c.reserved = extras
 
         err = ffi.new("ev_error_t*")
         if on_load_progress is not None:
@@ -620,6 +644,30 @@ class EdgeVeda:
                 num_layers=int(info.num_layers),
             )
         return self._model_info
+
+    @property
+    def buffer_types(self) -> Dict[str, float]:
+        """Where llama.cpp put the model's weights at load: buffer type name → MiB
+        (``ev_model_buffer_types``; one decimal, sorted by name), e.g.
+        ``{"CPU_Mapped": 85.8, "CPU_REPACK": 57.0}``. ``CPU_Mapped`` is the
+        mmap'ed file, ``CPU_REPACK``/``AMX`` the CPU's extra buffer types
+        (absent with ``cpu_extra_buffers`` off). Fixed at load; returns at once.
+        """
+        self._ensure_open()
+        if self._buffer_types is None:
+            ctx = self._acquire()
+            try:
+                raw = lib.ev_model_buffer_types(ctx)
+                # copied while the context is held (the string is the context's)
+                text = c_str(raw) if raw != ffi.NULL else None
+                err = last_error() if raw == ffi.NULL else None
+            finally:
+                self._release()
+            if text is None:
+                check_native(int(NativeErrorCode.CONTEXT_INVALID), err)
+                raise GenerationException("ev_model_buffer_types returned NULL")  # pragma: no cover
+            self._buffer_types = _parse_buffer_types(text)
+        return dict(self._buffer_types)
 
     @property
     def is_valid(self) -> bool:

@@ -92,6 +92,7 @@ CALLS: Dict[str, Callable[[EdgeVeda], Any]] = {
     "set_prompt_cache": lambda e: e.set_prompt_cache(False),
     "last_stats": lambda e: e.last_stats,
     "model_info": lambda e: e.model_info,
+    "buffer_types": lambda e: e.buffer_types,
 }
 
 # Documented to work after close: close (idempotent), cancel (no-op), closed /

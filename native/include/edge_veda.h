@@ -18,7 +18,8 @@
  *     malloc'd by the core; the caller frees them with ev_free_string().
  *   - Strings returned as `const char*` (ev_version, ev_error_string,
  *     ev_backend_name, ev_get_last_error, ev_last_error_message, the fields of
- *     ev_model_info) are owned by the library or the context; never free them.
+ *     ev_model_info, ev_model_buffer_types) are owned by the library or the
+ *     context; never free them.
  *   - ev_embed_result.embeddings is freed with ev_free_embeddings();
  *     ev_tokenize()'s array with ev_free_tokens().
  *   - Input strings are only read during the call (grammar and stop strings
@@ -39,9 +40,9 @@
  *   - One context may be used from many threads; calls that touch the model
  *     (generate, stream next, embed, tokenize, reset, model info, chat
  *     template) serialize on the context lock.
- *   - ev_generate_cancel(), ev_stream_cancel(), ev_is_valid() and
- *     ev_get_memory_usage() take no lock that a running generation holds, so
- *     they return at once from any thread.
+ *   - ev_generate_cancel(), ev_stream_cancel(), ev_is_valid(),
+ *     ev_get_memory_usage() and ev_model_buffer_types() take no lock that a
+ *     running generation holds, so they return at once from any thread.
  *   - One active stream per context. A second ev_generate_stream(), or an
  *     ev_generate(), while a stream is active fails with
  *     EV_ERROR_CONTEXT_INVALID ("a stream is active").
@@ -105,9 +106,9 @@
 
 /* The API version; the Python extension bakes it in and checks it at import. */
 #define EV_VERSION_MAJOR 1
-#define EV_VERSION_MINOR 2
+#define EV_VERSION_MINOR 3
 #define EV_VERSION_PATCH 0
-#define EV_VERSION_STRING "1.2.0"
+#define EV_VERSION_STRING "1.3.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -164,7 +165,7 @@ typedef struct {
     int flash_attn;              /* -1 auto, 0 off, 1 on */
     int kv_cache_type_k;         /* ggml_type: 0 F32, 1 F16 (default), 8 Q8_0 */
     int kv_cache_type_v;
-    void* reserved;              /* must be NULL */
+    void* reserved;              /* NULL, or an ev_config_extras* (struct_size set) */
 } ev_config;
 
 typedef struct {
@@ -250,7 +251,8 @@ EV_API void ev_config_default(ev_config* config);
  * code in *error (if not NULL) and a message in ev_last_error_message():
  *   INVALID_PARAM          NULL config/path, empty path, negative sizes/threads,
  *                          unknown backend, batch_size <= 0, context above the
- *                          model's training context, reserved != NULL
+ *                          model's training context, reserved neither NULL nor
+ *                          a valid ev_config_extras (the message names the field)
  *   MODEL_LOAD_FAILED      missing file, a directory, not GGUF, corrupt or truncated
  *                          (the message gives the path and what llama.cpp said)
  *   UNSUPPORTED_BACKEND    backend not compiled in / no device for it
@@ -475,6 +477,38 @@ typedef struct {
 
 /* Fill *extras with defaults (struct_size set, seed -2, min_p 0). */
 EV_API void ev_generation_extras_default(ev_generation_extras* extras);
+
+/* Why: a run-time switch for the CPU backend's extra buffer types, without
+ * breaking Edge Veda's ev_config layout. llama.cpp puts weights in "extra
+ * buffer types" where the CPU and the quant type allow: AMX (Intel Sapphire
+ * Rapids and later) and CPU_REPACK (weights repacked into interleaved layouts,
+ * e.g. Q4_0, Q4_K, IQ4_NL on AVX2/AVX-512/ARM). They are faster, and they are
+ * the escape hatch when one of those CPU kernels misbehaves (AMX built with
+ * GCC < 14): off keeps every weight in plain CPU buffers
+ * (llama_model_params.use_extra_bufts). Point ev_config.reserved at one of
+ * these, struct_size set to sizeof(ev_config_extras); ev_config.reserved NULL
+ * means the defaults. A struct_size other than sizeof(ev_config_extras), a
+ * cpu_extra_buffers other than 0 or 1, or a non-zero reserved entry fails
+ * ev_init with INVALID_PARAM naming the field. */
+typedef struct {
+    size_t struct_size;     /* sizeof(ev_config_extras) */
+    int cpu_extra_buffers;  /* 1 on (default): AMX / CPU_REPACK where possible; 0 off */
+    int reserved[7];        /* zero */
+} ev_config_extras;
+
+/* Fill *extras with the defaults (NULL: no-op): struct_size set,
+ * cpu_extra_buffers 1, reserved zero. */
+EV_API void ev_config_extras_default(ev_config_extras* extras);
+
+/* Why: with the switch above a host must see where the weights went. The
+ * model's weight buffers as llama.cpp allocated them at load, by buffer type
+ * (ggml_backend_buft_name) with their sizes, sorted by name:
+ * "CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB" (MiB with one decimal;
+ * CPU_Mapped is the mmap'ed file; no REPACK/AMX entry when
+ * cpu_extra_buffers is 0). Fixed at ev_init (an auto-unload does not change
+ * it); owned by ctx, valid until ev_free; no lock, any thread. NULL for a NULL, freed or fork()-inherited
+ * context (the reason in ev_last_error_message()). */
+EV_API const char* ev_model_buffer_types(ev_context ctx);
 
 /* Why: hosts route llama.cpp's logs into their own logging (Python `logging`).
  * level: 1 debug, 2 info, 3 warn, 4 error. Called in the logging thread;

@@ -82,7 +82,30 @@ ev_error_t validate_config(const ev_config* c) {
             return fail(EV_ERROR_INVALID_PARAM, "config.kv_cache_type_k/v " + std::to_string(t) + " is not a ggml_type");
         }
     }
-    if (c->reserved != nullptr) return fail(EV_ERROR_INVALID_PARAM, "config.reserved must be NULL");
+    if (c->reserved != nullptr) {
+        // An ev_config_extras (edge_veda.h): exactly this library's size, so
+        // a field of a newer header is never silently ignored.
+        const auto* x = static_cast<const ev_config_extras*>(c->reserved);
+        if (x->struct_size != sizeof(ev_config_extras)) {
+            return fail(EV_ERROR_INVALID_PARAM,
+                        "config.reserved: ev_config_extras.struct_size is " + std::to_string(x->struct_size) +
+                            (x->struct_size < sizeof(ev_config_extras) ? ", too small" : ", unknown") +
+                            ": it must be sizeof(ev_config_extras) = " + std::to_string(sizeof(ev_config_extras)) +
+                            " (API " EV_VERSION_STRING "; fill it with ev_config_extras_default), or "
+                            "config.reserved must be NULL");
+        }
+        if (x->cpu_extra_buffers != 0 && x->cpu_extra_buffers != 1) {
+            return fail(EV_ERROR_INVALID_PARAM, "ev_config_extras.cpu_extra_buffers " +
+                                                    std::to_string(x->cpu_extra_buffers) +
+                                                    " must be 1 (on) or 0 (off)");
+        }
+        for (int i = 0; i < 7; ++i) {
+            if (x->reserved[i] != 0) {
+                return fail(EV_ERROR_INVALID_PARAM,
+                            "ev_config_extras.reserved[" + std::to_string(i) + "] must be 0");
+            }
+        }
+    }
     return EV_SUCCESS;
 }
 
@@ -262,6 +285,10 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
         }
         mp.load_mode = config->use_mmap ? (config->use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
                                          : (config->use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
+        // The CPU's extra buffer types (AMX, CPU_REPACK): ev_config_extras, on by default.
+        mp.use_extra_bufts = config->reserved == nullptr ||
+                             static_cast<const ev_config_extras*>(config->reserved)->cpu_extra_buffers != 0;
+        if (!mp.use_extra_bufts) ev::log_info("edgeveda: cpu extra buffer types off (weights in plain CPU buffers)\n");
 
         llama_context_params cp = llama_context_default_params();
         cp.n_batch = static_cast<uint32_t>(config->batch_size);
@@ -358,6 +385,7 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
         }
         e->arch = ev::meta_string(e->model, "general.architecture");
         e->refresh_memory_locked();
+        e->buffer_types = ev::weight_buffer_types(e->lctx);  // ev_model_buffer_types
 
         auto* ctx = new (std::nothrow) ev_context_impl();
         if (ctx == nullptr) {

@@ -79,6 +79,11 @@ bool backend_compiled_in(ev_backend_t b);
 // not compiled in or none was found.
 std::vector<ggml_backend_dev_t> gpu_devices(ev_backend_t b);
 
+// ---- buffer types (buffer_types.cpp) ----
+// The model's weight buffers by buffer type with sizes, sorted by name:
+// "CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB" (ev_model_buffer_types).
+std::string weight_buffer_types(const llama_context* lctx);
+
 // ---- GGUF pre-validation (gguf_check.cpp) ----
 // Checks the file can be opened, is a regular file, and has a sane GGUF
 // header before llama.cpp sees it. Returns "" when fine, else the reason.
@@ -99,6 +104,7 @@ struct Engine {
     std::string model_path;
     std::string name;
     std::string arch;
+    std::string buffer_types;  // ev_model_buffer_types: set in ev_init, then read-only (no lock)
     int n_threads = 1;
 
     std::atomic<bool> freed{false};

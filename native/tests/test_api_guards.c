@@ -27,6 +27,8 @@ int main(void) {
     ev_config_default(NULL);
     ev_generation_params_default(NULL);
     ev_generation_extras_default(NULL);
+    ev_config_extras_default(NULL);
+    CHECK(ev_model_buffer_types(NULL) == NULL);
     ev_config c;
     ev_config_default(&c);
     CHECK(c.context_size == 2048 && c.batch_size == 512 && c.gpu_layers == -1 && c.seed == -1);
