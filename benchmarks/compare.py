@@ -329,7 +329,8 @@ def ensure_peer(build: bool) -> Optional[Path]:
 Samples = Dict[str, List[float]]
 
 
-def run_llama_bench(exe: Path, a: Any) -> Samples:
+def run_llama_bench(exe: Path, a: Any, repack: bool = True) -> Samples:
+    """llama-bench's pp and tg samples; repack=False: extra buffer types off (--repack 0)."""
     pp = ",".join(str(n) for n in a.pp)
     proc = _run(
         [
@@ -346,6 +347,7 @@ def run_llama_bench(exe: Path, a: Any) -> Samples:
             str(a.reps),
             "-o",
             "json",
+            *([] if repack else ["--repack", "0"]),
         ],
         "llama-bench",
         capture=True,
@@ -410,6 +412,7 @@ def run_python_tool(
     prompt_file: Path,
     repeat_penalty: float,
     light: bool = False,
+    env: Optional[Dict[str, str]] = None,
 ) -> Tuple[Samples, Samples]:
     """(generate-side samples, stream-side samples) of one runner process."""
     cmd = [
@@ -434,7 +437,8 @@ def run_python_tool(
         "--calls",
         "1000" if light else str(a.calls),
     ]
-    d = json.loads(_run(cmd, script[-1], cwd=ROOT, capture=True).stdout.strip().splitlines()[-1])
+    proc = _run(cmd, script[-1], env=env, cwd=ROOT, capture=True)
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
     gen: Samples = {"load_ms": d["load_ms"]["values"]}
     for n, p in d["pp"].items():
         gen[f"pp{n}_tok_s"] = p["tok_s"]["values"]
@@ -808,6 +812,8 @@ def render_text(res: Dict[str, Any]) -> str:
     if p_rows:
         parts += ["", table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows)]
         parts += ["", table(PAIRED_RATIO_HEADER, p_ratios)]
+    for caption, header, body in _cpu_tables(res):
+        parts += ["", caption, table(header, body)]
     return "\n".join(parts)
 
 
@@ -848,7 +854,15 @@ def render_markdown(res: Dict[str, Any]) -> str:
             "",
             table(PAIRED_RATIO_HEADER, p_ratios),
         ]
+    for caption, header, body in _cpu_tables(res):
+        parts += ["", caption + ":", "", table(header, body)]
     return "\n".join(parts) + "\n"
+
+
+def _cpu_tables(res: Dict[str, Any]) -> List[Tuple[str, List[str], List[List[str]]]]:
+    from benchmarks import _cpu_rows
+
+    return _cpu_rows.tables(res)
 
 
 # --------------------------------------------------------------------------
@@ -1073,6 +1087,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     p.add_argument("--prepare", action="store_true", help="only build the tools, measure nothing")
     p.add_argument(
+        "--cpu-rows",
+        action="store_true",
+        help="add llama-bench --repack 0 and Python with EDGEVEDA_CPU_EXTRA_BUFFERS=off to the "
+        "rounds, and decode speed from every kind of calling thread (benchmarks.thread_paths)",
+    )
+    p.add_argument(
         "--before",
         default=None,
         metavar="EV_BENCH_C",
@@ -1139,14 +1159,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ev_c:
         runs.append(("ev_bench_c", lambda: {"ev_bench_c": run_c_tool(ev_c, a, prompt_file, 1.0)}))
 
-    def ours(rp: float, suffix: str) -> Dict[str, Samples]:
+    def ours(rp: float, suffix: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Samples]:
         g, s = run_python_tool(
             Path(sys.executable),
             ["-m", "benchmarks._run_ours"],
             a,
             prompt_file,
             rp,
-            light=bool(suffix),
+            light=suffix == "_rp",
+            env=env,
         )
         return {"py_generate" + suffix: g, "py_stream" + suffix: s}
 
@@ -1179,6 +1200,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 lambda: {k: v for k, v in ours(1.1, "_rp").items() if k == "py_generate_rp"},
             )
         )
+    if a.cpu_rows:
+        from benchmarks import _cpu_rows
+
+        runs += _cpu_rows.extra_runs(a, lb, run_llama_bench, ours)
     if a.before:
         before = Path(a.before)
         runs.append(("before", lambda: {"before": run_c_tool(before, a, prompt_file, 1.0)}))
@@ -1211,6 +1236,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paired = {"blocks": blocks, "pooled": pool(blocks), "ratios": compute_ratios(blocks, {})}
 
     download = {} if a.no_download else run_download(a)
+    thread_paths: Dict[str, Any] = {}
+    if a.cpu_rows:
+        from benchmarks import _cpu_rows
+
+        thread_paths = _cpu_rows.thread_paths(a)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     pooled_s = pool(rounds)
@@ -1237,6 +1267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "pooled": pooled_s,
         "download": download,
         "paired": paired,
+        "thread_paths": thread_paths,
     }
     res["ratios"] = compute_ratios(rounds, download)
     text = render_text(res)

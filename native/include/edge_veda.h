@@ -359,7 +359,8 @@ EV_API ev_error_t ev_memory_cleanup(ev_context ctx);
 /* Fill *info; its strings are owned by ctx and live until ev_free. */
 EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info);
 
-/* true: all llama.cpp logs to stderr; false (default): errors only. Process-wide. */
+/* true: all llama.cpp logs to stderr; false (default): none (a failure explains itself through
+ * the error message, which quotes what llama.cpp said). Process-wide. */
 EV_API void ev_set_verbose(bool verbose);
 
 /* The context's last error message ("" if none). NULL ctx: this thread's last

@@ -41,6 +41,7 @@ void backend_acquire() {
     std::lock_guard<std::mutex> lock(g_backend_mutex);
     if (g_backend_refs++ == 0) {
         install_log_hook();
+        install_abort_hook();
         llama_backend_init();
     }
 }

@@ -247,7 +247,9 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
 
         std::string bad = ev::check_gguf_file(path);
         if (!bad.empty()) {
-            *error = fail(EV_ERROR_MODEL_LOAD_FAILED, "cannot load model '" + path + "': " + bad);
+            bool oom = ev::looks_like_alloc_failure(bad);  // e.g. mapping the file under ulimit -v
+            *error = fail(oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_MODEL_LOAD_FAILED,
+                          std::string(oom ? "out of memory: " : "") + "cannot load model '" + path + "': " + bad);
             return nullptr;
         }
 
@@ -256,6 +258,7 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
         e->config = *config;
         e->model_path = path;
         e->config.model_path = nullptr;  // not ours; do not keep the caller's pointer
+        e->config.reserved = nullptr;    // the caller's ev_config_extras: read above, not kept
         e->n_threads = config->num_threads > 0 ? config->num_threads : ev::default_thread_count();
         e->limit.store(config->memory_limit_bytes);
 
@@ -307,16 +310,25 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
 
         ev::LogCapture capture;
 
-        // The memory limit is checked before anything is allocated: a dry run
-        // (no_alloc) computes the exact buffers llama.cpp would create.
-        if (config->memory_limit_bytes > 0) {
+        // The memory limit, and what the process may still allocate, are
+        // checked before anything is allocated: a dry run (no_alloc) computes
+        // the exact buffers llama.cpp would create (memory_fit.cpp).
+        std::string headroom_from;
+        const size_t headroom = ev::memory_headroom(&headroom_from);
+        const size_t file_bytes = ev::file_size(path);
+        // (host memory: a GPU backend's buffers live elsewhere)
+        const bool tight = gpu_layers == 0 && headroom < 2 * file_bytes + (size_t(1) << 30);
+        if (config->memory_limit_bytes > 0 || tight) {
             llama_model_params dry = mp;
             dry.no_alloc = true;
             dry.load_mode = LLAMA_LOAD_MODE_NONE;
             llama_model* dm = llama_model_load_from_file(path.c_str(), dry);
             if (dm == nullptr) {
-                *error = fail(EV_ERROR_MODEL_LOAD_FAILED,
-                              "cannot load model '" + path + "': llama.cpp said: " + capture.text());
+                std::string said = capture.text();
+                bool oom = ev::looks_like_alloc_failure(said);
+                *error = fail(oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_MODEL_LOAD_FAILED,
+                              std::string(oom ? "out of memory: " : "") + "cannot load model '" + path +
+                                  "': llama.cpp said: " + said);
                 return nullptr;
             }
             llama_context_params dcp = cp;
@@ -329,7 +341,19 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
                 llama_free(dc);
             }
             llama_model_free(dm);
-            if (need > config->memory_limit_bytes) {
+            // the OpenMP workers' stacks (8 MiB each, and libgomp exits the
+            // process when it cannot start one) and what the load needs beside
+            // its buffers
+            const size_t margin = (size_t(16) << 20) * static_cast<size_t>(e->n_threads) + (size_t(32) << 20);
+            if (dc != nullptr && tight && need + margin > headroom) {
+                *error = fail(EV_ERROR_OUT_OF_MEMORY,
+                              "out of memory: model '" + path + "' with a context of " + std::to_string(dcp.n_ctx) +
+                                  " tokens needs " + ev::fmt_mib(need + margin) + " (buffers " + ev::fmt_mib(need) +
+                                  ", threads and overhead " + ev::fmt_mib(margin) + ") but only " +
+                                  ev::fmt_mib(headroom) + " can be allocated, by " + headroom_from);
+                return nullptr;
+            }
+            if (config->memory_limit_bytes > 0 && need > config->memory_limit_bytes) {
                 *error = fail(EV_ERROR_MEMORY_LIMIT_EXCEEDED,
                               "model '" + path + "' with a context of " + std::to_string(dcp.n_ctx) +
                                   " tokens needs " + ev::fmt_mib(need) + " (" + std::to_string(need) +
@@ -350,8 +374,10 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
                 *error = fail(EV_ERROR_MODEL_LOAD_FAILED, "loading model '" + path + "' was cancelled by the progress callback");
             } else {
                 std::string said = capture.text();
-                *error = fail(EV_ERROR_MODEL_LOAD_FAILED,
-                              "cannot load model '" + path + "'" + (said.empty() ? "" : ": llama.cpp said: " + said));
+                bool oom = ev::looks_like_alloc_failure(said);
+                *error = fail(oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_MODEL_LOAD_FAILED,
+                              std::string(oom ? "out of memory: " : "") + "cannot load model '" + path + "'" +
+                                  (said.empty() ? "" : ": llama.cpp said: " + said));
             }
             return nullptr;
         }
@@ -372,9 +398,10 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
             std::string said = capture.text();
             llama_model_free(e->model);
             e->model = nullptr;
-            *error = fail(EV_ERROR_BACKEND_INIT_FAILED,
-                          "cannot create a llama.cpp context for '" + path + "'" +
-                              (said.empty() ? "" : ": llama.cpp said: " + said));
+            bool oom = ev::looks_like_alloc_failure(said);
+            *error = fail(oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_BACKEND_INIT_FAILED,
+                          std::string(oom ? "out of memory: " : "") + "cannot create a llama.cpp context for '" +
+                              path + "'" + (said.empty() ? "" : ": llama.cpp said: " + said));
             return nullptr;
         }
         e->name = ev::meta_string(e->model, "general.name");

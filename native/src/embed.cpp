@@ -45,10 +45,14 @@ static ev_error_t ev_embed_impl(ev_context ctx, const char* text, ev_embed_resul
             cp.embeddings = true;
             cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
             cp.no_perf = true;
+            ev::LogCapture capture;
             e->embed_ctx = llama_init_from_model(e->model, cp);
             if (e->embed_ctx == nullptr) {
-                e->set_error("cannot create the embedding context");
-                return EV_ERROR_BACKEND_INIT_FAILED;
+                std::string said = capture.text();
+                bool oom = ev::looks_like_alloc_failure(said);
+                e->set_error(std::string(oom ? "out of memory: " : "") + "cannot create the embedding context" +
+                             (said.empty() ? "" : ": llama.cpp said: " + said));
+                return oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_BACKEND_INIT_FAILED;
             }
             llama_set_causal_attn(e->embed_ctx, false);
         }

@@ -79,6 +79,18 @@ bool backend_compiled_in(ev_backend_t b);
 // not compiled in or none was found.
 std::vector<ggml_backend_dev_t> gpu_devices(ev_backend_t b);
 
+// ---- running out of memory (memory_fit.cpp) ----
+// Bytes the process may still allocate (the tightest of RLIMIT_AS, the
+// cgroup's memory.max and MemAvailable; SIZE_MAX when none is known) and,
+// in *which, what sets it.
+size_t memory_headroom(std::string* which);
+// Whether llama.cpp's account of a failure is an allocation failure.
+bool looks_like_alloc_failure(const std::string& said);
+// ggml's abort hook: an allocation assertion becomes std::bad_alloc on the
+// compute thread; others print one line (no debugger) before ggml aborts.
+void install_abort_hook();
+size_t file_size(const std::string& path);  // 0 when unknown
+
 // ---- buffer types (buffer_types.cpp) ----
 // The model's weight buffers by buffer type with sizes, sorted by name:
 // "CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB" (ev_model_buffer_types).

@@ -45,7 +45,7 @@ void log_hook(ggml_log_level level, const char* text, void* /*ud*/) {
         cb(lvl, text, ud);
         return;
     }
-    if (g_verbose.load() || lvl >= 4) {
+    if (g_verbose.load()) {  // nothing on stderr unless logging was asked for
         fputs(text, stderr);
     }
 }

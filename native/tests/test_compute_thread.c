@@ -201,11 +201,50 @@ static void test_bad_alloc_is_an_error(void) {
               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
+/* ggml_init's allocation assertion (GGML_ASSERT(ctx->mem_buffer != NULL))
+ * used to abort the process; the abort hook turns it into std::bad_alloc,
+ * llama.cpp's context constructor fails, and the call reports OUT_OF_MEMORY.
+ * The embedding context is created on the first ev_embed, after the limit. */
+static void test_ggml_alloc_assert_is_an_error(void) {
+    ev_section("ggml allocation failure creating the embedding context -> OUT_OF_MEMORY, no abort");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ev_context ctx = open_ctx(1);
+        if (!ctx) _exit(3);
+        struct rlimit now;
+        getrlimit(RLIMIT_AS, &now);
+        FILE* f = fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (!f || fscanf(f, "%lu", &pages) != 1) _exit(5);
+        fclose(f);
+        struct rlimit lim = {pages * (unsigned long)sysconf(_SC_PAGESIZE) + ((size_t)4 << 20), now.rlim_max};
+        if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(6);
+        ev_embed_result r;
+        ev_error_t rc = ev_embed(ctx, "hello", &r);
+        const char* msg = ev_get_last_error(ctx);
+        int ok = rc == EV_ERROR_OUT_OF_MEMORY && ev_test_contains(msg, "out of memory");
+        if (!ok) fprintf(stderr, "child: ev_embed returned %d, \"%s\"\n", rc, msg);
+        setrlimit(RLIMIT_AS, &now);
+        ev_generation_params p = ev_test_greedy(2);
+        char* out = NULL;
+        ok = ok && ev_generate(ctx, kPrompt, &p, &out) == EV_SUCCESS; /* the context still works */
+        ev_free_string(out);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status), "child died of signal %d (ggml aborted?)", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exit %d",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 int main(void) {
     g_path = ev_test_model_or_skip("model_compute_thread");
     ev_set_verbose(false);
     test_thread_state_reaches_caller();
     test_bad_alloc_is_an_error();
+    test_ggml_alloc_assert_is_an_error();
     test_speed_from_every_thread();
     return ev_test_summary("model_compute_thread");
 }
