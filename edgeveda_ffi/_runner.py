@@ -5,14 +5,11 @@ bytecodes, so a generation running *in* the main thread could not be
 interrupted by Ctrl-C. The main thread hands the call to the worker and waits
 interruptibly (see ``EdgeVeda._interruptible``).
 
-Why one long-lived worker and not a thread per call: llama.cpp computes on
-GNU OpenMP, whose thread pool belongs to the thread that starts a parallel
-region, and decode is fastest when every call of a process starts its regions
-from the same thread (as the C loop does). Measured in one worker process
-(``benchmarks/_paired.py``, 8 samples each, ABBA order): all calls on the main
-thread, generate 91.4 / stream 90.7 tok/s; generate on a new thread per call
-and stream on the main thread, 66.5 / 84.4. So both the blocking generations
-and the stream pieces of the main thread run here.
+Why one long-lived worker and not a thread per call: a thread start per stream
+piece would cost more than the hand-off. Which thread runs ggml's work does not
+matter for speed: the core runs all of it on its own compute thread
+(native/src/compute_thread.cpp), so calls from this worker, from application
+threads and from asyncio executors decode alike (benchmarks/thread_paths.py).
 
 The worker is per process: after ``fork()`` the child gets a new one on first
 use (the parent's thread does not exist there).
