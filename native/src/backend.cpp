@@ -85,7 +85,7 @@ extern "C" {
 
 static const char* ev_version_impl(void) { return EV_VERSION_STRING; }
 
-static bool ev_is_backend_available_impl(ev_backend_t backend) {
+static bool ev_is_backend_available_impl(int backend) {
     switch (backend) {
         case EV_BACKEND_AUTO:
         case EV_BACKEND_CPU:
@@ -93,7 +93,7 @@ static bool ev_is_backend_available_impl(ev_backend_t backend) {
         case EV_BACKEND_METAL:
         case EV_BACKEND_VULKAN:
             // compiled in (EDGEVEDA_BACKEND=metal|vulkan) and a device found
-            return !gpu_devices_of(backend).empty();
+            return !gpu_devices_of(static_cast<ev_backend_t>(backend)).empty();
         default:
             return false;
     }
@@ -105,7 +105,7 @@ static ev_backend_t ev_detect_backend_impl(void) {
     return EV_BACKEND_CPU;
 }
 
-static const char* ev_backend_name_impl(ev_backend_t backend) {
+static const char* ev_backend_name_impl(int backend) {
     switch (backend) {
         case EV_BACKEND_AUTO: return "Auto";
         case EV_BACKEND_METAL: return "Metal";
@@ -131,7 +131,8 @@ static const char* ev_system_info_impl(void) {
 EV_API const char* ev_version(void) { return ev::guard_quiet("ev_version", "", [] { return ev_version_impl(); }); }
 
 EV_API bool ev_is_backend_available(ev_backend_t backend) {
-    return ev::guard_quiet("ev_is_backend_available", false, [&] { return ev_is_backend_available_impl(backend); });
+    int raw = ev::enum_bits(backend);
+    return ev::guard_quiet("ev_is_backend_available", false, [raw] { return ev_is_backend_available_impl(raw); });
 }
 
 EV_API ev_backend_t ev_detect_backend(void) {
@@ -139,7 +140,8 @@ EV_API ev_backend_t ev_detect_backend(void) {
 }
 
 EV_API const char* ev_backend_name(ev_backend_t backend) {
-    return ev::guard_quiet("ev_backend_name", "Unknown", [&] { return ev_backend_name_impl(backend); });
+    int raw = ev::enum_bits(backend);
+    return ev::guard_quiet("ev_backend_name", "Unknown", [raw] { return ev_backend_name_impl(raw); });
 }
 
 EV_API const char* ev_llama_version(void) {

@@ -131,7 +131,7 @@ ev::Engine* ev_engine_of(ev_context ctx, ev_error_t* code, bool need_model) {
 
 extern "C" {
 
-static const char* ev_error_string_impl(ev_error_t error) {
+static const char* ev_error_string_impl(int error) {
     switch (error) {
         case EV_SUCCESS: return "Success";
         case EV_ERROR_INVALID_PARAM: return "Invalid parameter";
@@ -163,7 +163,8 @@ static const char* ev_get_last_error_impl(ev_context ctx) {
 // ---- entry points ----
 
 EV_API const char* ev_error_string(ev_error_t error) {
-    return ev::guard_quiet("ev_error_string", "Unknown error", [&] { return ev_error_string_impl(error); });
+    int raw = ev::enum_bits(error);
+    return ev::guard_quiet("ev_error_string", "Unknown error", [raw] { return ev_error_string_impl(raw); });
 }
 
 EV_API const char* ev_last_error_message(void) {

@@ -21,9 +21,21 @@
 
 #include "ev_internal.h"
 
+#include <cstring>
 #include <type_traits>
 
 namespace ev {
+
+// An enum argument's bits as an int: any int may arrive from C, and reading an
+// out-of-range value through the enum type is undefined in C++ (UBSan: "not a
+// valid value for type").
+template <class E>
+int enum_bits(const E& value) noexcept {
+    static_assert(sizeof(E) == sizeof(int), "int-sized enum");
+    int bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
 
 // The code and message for the exception in flight (call inside a catch).
 ev_error_t error_from_exception(const char* where, ev_error_t other, ev_context ctx) noexcept;
