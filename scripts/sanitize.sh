@@ -60,7 +60,12 @@ case "$EDGEVEDA_SANITIZE" in
     *thread*)
         RUNTIME="$(gcc -print-file-name=libtsan.so) $(gcc -print-file-name=libstdc++.so)"
         # scripts/tsan-openmp.supp: libgomp's barriers are invisible to TSan (see the file)
-        export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:suppressions=$ROOT/scripts/tsan-openmp.supp:print_suppressions=1}"
+        # die_after_fork=0: model_fork and model_compute_thread load a model in a
+        # fork()ed child, which starts the child's compute thread; TSan kills any
+        # child of a multi-threaded parent that starts a thread (exit 66) unless told not to.
+        # allocator_may_return_null=1: as for ASan below (the out-of-memory tests need
+        # malloc to fail, not TSan to exit).
+        export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:die_after_fork=0:allocator_may_return_null=1:suppressions=$ROOT/scripts/tsan-openmp.supp:print_suppressions=1}"
         ;;
     *address*)
         # libstdc++ too: Python does not link it, and when it is loaded after the
@@ -104,8 +109,10 @@ build_core_scope() {
     LIBS=("$ROOT/$CORE_DIR/libedgeveda_core.a")
     while read -r lib; do LIBS+=("$lib"); done < <(tail -n +2 "$normal/link_libs.txt" | sed '/^$/d')
     printf '%s\n' "${LIBS[@]}" > "$CORE_DIR/link_libs.txt"
+    # $incs: llama.cpp's headers too (test_extra_buffers.c includes llama.h;
+    # CMake gets them from edgeveda_core's public link to llama)
     for t in native/tests/test_*.c; do
-        gcc -std=gnu11 $san -I native/include -I native/tests "$t" -o "$CORE_DIR/bin/$(basename "$t" .c)" \
+        gcc -std=gnu11 $san $incs -I native/tests "$t" -o "$CORE_DIR/bin/$(basename "$t" .c)" \
             "${LIBS[@]}" -lstdc++ -lgomp -lpthread -lm
     done
     say "cffi extension in $CORE_DIR/ffi, package staged in $PKG_DIR"

@@ -22,6 +22,15 @@
 
 static const char* g_path;
 static const char* kPrompt = "Once upon a time";
+#if defined(__SANITIZE_THREAD__)
+/* Under TSan every OpenMP barrier goes through its runtime: decode ran at
+ * about 1 token/s here (one 5-round speed test > 10 min). So one short round
+ * and no speed ratio (a timing expectation means nothing under TSan); the
+ * hand-off from the main thread and from a new thread is still exercised. */
+enum { kRounds = 1, kTokens = 8 };
+#else
+enum { kRounds = 5, kTokens = 48 };
+#endif
 
 static ev_context open_ctx(int threads) {
     ev_config c;
@@ -38,7 +47,7 @@ static ev_context open_ctx(int threads) {
 
 /* Decode tokens per second of one greedy generation, from the core's stats. */
 static double decode_rate(ev_context ctx) {
-    ev_generation_params p = ev_test_greedy(48);
+    ev_generation_params p = ev_test_greedy(kTokens);
     char* out = ev_test_generate(ctx, kPrompt, &p);
     ev_free_string(out);
     ev_generation_stats s = ev_test_stats(ctx);
@@ -82,7 +91,6 @@ static void test_speed_from_every_thread(void) {
     if (!ctx) return;
     ev_set_prompt_cache(ctx, false);
     decode_rate(ctx); /* warm-up */
-    enum { kRounds = 5 };
     double on_main[kRounds], on_new[kRounds];
     for (int r = 0; r < kRounds; ++r) {
         on_main[r] = decode_rate(ctx);
@@ -92,7 +100,11 @@ static void test_speed_from_every_thread(void) {
     printf("  decode tok/s, medians of %d: main %.1f, new threads %.1f (ratio %.2f)\n", kRounds, m, n,
            m > 0 ? n / m : 0);
     /* Generous: a loaded machine moves single runs by 20 %; the bug gave 0.13-0.6. */
+#if defined(__SANITIZE_THREAD__)
+    CHECK_MSG(m > 0 && n > 0, "decode on new threads %.1f tok/s vs %.1f on the main thread", n, m);
+#else
     CHECK_MSG(m > 0 && n >= 0.7 * m, "decode on new threads %.1f tok/s vs %.1f on the main thread", n, m);
+#endif
     ev_free(ctx);
 }
 
@@ -157,6 +169,14 @@ static void test_thread_state_reaches_caller(void) {
 /* ---------------------------------------------------------------------- */
 static void test_bad_alloc_is_an_error(void) {
     ev_section("std::bad_alloc inside ev_embed (address-space limit) -> OUT_OF_MEMORY");
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* Not reachable under ASan or TSan: their operator new does not throw
+     * when the allocator fails (allocator_may_return_null covers malloc
+     * only); it reports "allocator is out of memory" and exits the child. The
+     * ggml assertion test below still throws std::bad_alloc through the guard. */
+    printf("  skipped under a sanitizer (its operator new exits instead of throwing)\n");
+    return;
+#endif
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {

@@ -97,6 +97,15 @@ static int child_checks(ev_context idle, ev_context busy, ev_stream stream, cons
 
 int main(void) {
     g_path = ev_test_model_or_skip("model_fork");
+#if defined(__SANITIZE_THREAD__)
+    /* The child's first compute call (even one that refuses a parent's
+     * handle) starts the child's compute thread, and TSan does not support a
+     * thread started after a multi-threaded fork(): "dup thread with used id"
+     * (it still lists the parent's threads), child exit 66. Covered under
+     * ASan and in the normal build. */
+    printf("model_fork: skipped under ThreadSanitizer (threads after a multi-threaded fork)\n");
+    return 77;
+#endif
     ev_set_verbose(false);
     ev_section("parent: two contexts, a reference text, a stream, a busy thread");
     ev_context idle = ev_test_open(g_path, 512, false);
