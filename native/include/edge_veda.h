@@ -63,7 +63,9 @@
  *     calling them): the load-progress callback while ev_init waits, the
  *     memory-pressure callback at the end of the call that crossed the
  *     threshold (a safe point). The log callback runs on the thread that
- *     logs (often the compute thread).
+ *     logs (often the compute thread). A call made from inside the
+ *     load-progress callback runs on the calling thread (the compute thread
+ *     is waiting for the callback).
  *   - No C++ exception leaves an entry point: std::bad_alloc becomes
  *     EV_ERROR_OUT_OF_MEMORY, any other exception the entry's failure code,
  *     with the exception's text as the message.
@@ -296,7 +298,7 @@ EV_API ev_error_t ev_generate(ev_context ctx, const char* prompt,
 EV_API void ev_free_string(char* str);
 
 /* ------------------------------------------------------------------------- */
-/* Streaming (pull-based: each ev_stream_next runs in the caller's thread)    */
+/* Streaming (pull-based: each ev_stream_next computes one piece and returns)  */
 /* ------------------------------------------------------------------------- */
 
 /* Start a stream. Returns NULL and sets *error on the same errors as

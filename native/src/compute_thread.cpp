@@ -52,6 +52,10 @@ struct Worker {
 // thread that does not exist in the child, and its compute thread is gone).
 Worker* g_worker = new Worker;
 thread_local bool t_is_compute_thread = false;
+// A caller while it runs a callback for the compute thread (run_on_caller):
+// the compute thread is waiting for it, so work the callback asks for (it
+// may call this API) runs inline here instead of waiting for it forever.
+thread_local bool t_runs_for_compute = false;
 thread_local Task* t_current_task = nullptr;  // on the compute thread: the task it serves
 
 void serve(Worker* w) {
@@ -83,10 +87,10 @@ struct ForkHookInstaller {
 
 namespace ev {
 
-bool on_compute_thread() { return t_is_compute_thread; }
+bool on_compute_thread() { return t_is_compute_thread || t_runs_for_compute; }
 
 void run_on_compute_thread(const std::function<void()>& fn) {
-    if (t_is_compute_thread) {
+    if (on_compute_thread()) {
         fn();
         return;
     }
@@ -105,7 +109,9 @@ void run_on_compute_thread(const std::function<void()>& fn) {
         if (task.done) return;
         const std::function<void()>* cb = task.callback;
         lock.unlock();
+        t_runs_for_compute = true;
         (*cb)();  // must not throw (the callbacks are C functions)
+        t_runs_for_compute = false;
         lock.lock();
         task.callback = nullptr;
         task.callback_done = true;

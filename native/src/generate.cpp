@@ -563,7 +563,10 @@ struct ev_stream_impl {
     std::mutex mutex;  // the stream lock (taken before the context lock)
     std::atomic<bool> cancel{false};
     std::atomic<bool> ended{false};
-    bool active = true;  // holds the context's one stream slot
+    // holds the context's one stream slot; written under the stream lock,
+    // read without it by ev_stream_next after its call (another thread's
+    // ev_stream_next may be deactivating the stream meanwhile)
+    std::atomic<bool> active{true};
     ev::Generation gen;
 };
 
@@ -579,8 +582,7 @@ void record_stats(Engine* e, const ev_generation_stats& s) {
 
 // Drop the stream's claim on its context (once).
 void deactivate(ev_stream s) {
-    if (!s->active) return;
-    s->active = false;
+    if (!s->active.exchange(false)) return;
     void* expected = s;
     s->engine->active_stream.compare_exchange_strong(expected, nullptr);
 }

@@ -259,12 +259,100 @@ static void test_ggml_alloc_assert_is_an_error(void) {
               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
+/* ---------------------------------------------------------------------- */
+/* A load-progress callback that calls a compute entry (ev_generate on another
+ * context) while ev_init waits for the compute thread: the callback runs on the
+ * caller's thread, and the nested call must run there too (the compute thread
+ * is busy with the load, waiting for the callback). Before: a deadlock. */
+static ev_context g_other;
+static int g_progress_calls;
+static ev_error_t g_nested_rc = EV_ERROR_UNKNOWN;
+
+static bool progress_calls_generate(float p, void* ud) {
+    (void)p;
+    (void)ud;
+    if (g_progress_calls++ == 0) {
+        ev_generation_params gp = ev_test_greedy(2);
+        char* out = NULL;
+        g_nested_rc = ev_generate(g_other, kPrompt, &gp, &out);
+        ev_free_string(out);
+    }
+    return true;
+}
+
+static void test_progress_callback_reenters(void) {
+    ev_section("a load-progress callback calls ev_generate on another context");
+    g_other = open_ctx(1);
+    if (!g_other) return;
+    ev_config c;
+    ev_config_default(&c);
+    c.model_path = g_path;
+    c.context_size = 256;
+    c.backend = EV_BACKEND_CPU;
+    c.num_threads = 1;
+    ev_error_t err;
+    alarm(300); /* a deadlock ends as SIGALRM, not a hung ctest */
+    ev_context ctx = ev_init_with_progress(&c, progress_calls_generate, NULL, &err);
+    alarm(0);
+    CHECK_MSG(ctx != NULL, "ev_init_with_progress: %d %s", err, ev_last_error_message());
+    CHECK(g_progress_calls >= 2);
+    CHECK_MSG(g_nested_rc == EV_SUCCESS, "nested ev_generate: %d", g_nested_rc);
+    ev_free(ctx);
+    ev_free(g_other);
+}
+
+/* Two threads pulling pieces from one stream: allowed by the header (calls
+ * serialize). TSan found the stream's slot flag read unlocked after the call. */
+typedef struct {
+    ev_stream s;
+    int pieces;
+} pull_job;
+
+static void* pull_all(void* arg) {
+    pull_job* j = arg;
+    ev_error_t err;
+    char* piece;
+    while ((piece = ev_stream_next(j->s, &err)) != NULL) {
+        ++j->pieces;
+        ev_free_string(piece);
+    }
+    return NULL;
+}
+
+static void test_two_threads_one_stream(void) {
+    ev_section("two threads pull one stream");
+    ev_context ctx = open_ctx(1);
+    if (!ctx) return;
+    ev_generation_params p = ev_test_greedy(24);
+    ev_error_t err;
+    ev_stream s = ev_generate_stream(ctx, kPrompt, &p, &err);
+    CHECK(s != NULL);
+    if (s) {
+        pull_job a = {s, 0}, b = {s, 0};
+        pthread_t ta, tb;
+        pthread_create(&ta, NULL, pull_all, &a);
+        pthread_create(&tb, NULL, pull_all, &b);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        CHECK_MSG(a.pieces + b.pieces > 0, "no pieces");
+        ev_stream_free(s);
+        /* the slot was released: a new generation may start */
+        char* out = NULL;
+        ev_generation_params q = ev_test_greedy(2);
+        CHECK(ev_generate(ctx, kPrompt, &q, &out) == EV_SUCCESS);
+        ev_free_string(out);
+    }
+    ev_free(ctx);
+}
+
 int main(void) {
     g_path = ev_test_model_or_skip("model_compute_thread");
     ev_set_verbose(false);
     test_thread_state_reaches_caller();
     test_bad_alloc_is_an_error();
     test_ggml_alloc_assert_is_an_error();
+    test_progress_callback_reenters();
+    test_two_threads_one_stream();
     test_speed_from_every_thread();
     return ev_test_summary("model_compute_thread");
 }
