@@ -47,6 +47,7 @@ from .errors import (
 _LAZY = {
     "EdgeVeda": "engine",
     "TokenStream": "engine",
+    "AsyncTokenStream": "engine",
     "StreamPiece": "engine",
     "ChatSession": "chat",
     "native_info": "info",

@@ -493,23 +493,17 @@ class EdgeVeda:
         self._stream_ref = weakref.ref(stream)
         return stream
 
-    async def astream(
+    def astream(
         self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any
-    ) -> AsyncIterator[str]:
-        """:meth:`stream` for asyncio: each piece is computed in a worker thread,
-        so the event loop keeps running. Cancelling the task cancels the stream."""
-        loop = asyncio.get_running_loop()
-        stream = await loop.run_in_executor(None, lambda: self.stream(prompt, params, **kwargs))
-        try:
-            while True:
-                piece = await loop.run_in_executor(None, stream._next_text)
-                if piece is None:
-                    return
-                yield piece
-        finally:
-            stream.cancel()
-            # The free waits for a piece in progress; keep it off the loop.
-            await asyncio.shield(loop.run_in_executor(None, stream.close))
+    ) -> AsyncTokenStream:
+        """:meth:`stream` for asyncio (``async for piece in llm.astream(...)``): each
+        piece is computed in a worker thread, so the event loop keeps running.
+
+        Leaving the loop in any way (``break``, an exception, the task being
+        cancelled, the iterator being dropped) cancels and frees the native
+        stream at once, so the next call on this engine can start; ``aclose()``
+        and ``async with`` do the same explicitly."""
+        return AsyncTokenStream(self, prompt, params, kwargs)
 
     def chat(
         self,
@@ -813,6 +807,85 @@ def _stream_puller(handle: Any) -> Callable[[], Tuple[Optional[str], int, Option
             lib.ev_free_string(ptr)
 
     return pull
+
+
+class AsyncTokenStream(AsyncIterator[str]):
+    """The async iterator :meth:`EdgeVeda.astream` returns.
+
+    A class rather than an async generator: an abandoned async generator is
+    closed by a task the event loop schedules later, so after a ``break`` the
+    native stream stayed open and the engine's next call failed ("another
+    stream is active"). This object frees the stream when the loop is left:
+    at once when it is dropped (``break``, an exception out of the loop body),
+    and before re-raising when the task is cancelled inside a piece.
+    """
+
+    def __init__(
+        self, engine: EdgeVeda, prompt: str, params: Optional[GenerationParams], kwargs: Any
+    ) -> None:
+        self._engine = engine
+        self._request: Optional[Tuple[str, Optional[GenerationParams], Any]] = (
+            prompt,
+            params,
+            kwargs,
+        )
+        self._stream: Optional[TokenStream] = None
+
+    def __aiter__(self) -> AsyncTokenStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._request is not None:
+            prompt, params, kwargs = self._request
+            self._request = None
+            # Starting a stream tokenizes and builds the sampler: quick, and
+            # done here so that no native stream exists that this object does
+            # not hold.
+            self._stream = self._engine.stream(prompt, params, **kwargs)
+        stream = self._stream
+        if stream is None:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        try:
+            piece = await loop.run_in_executor(None, stream._next_text)
+        except BaseException:
+            # cancelled (the piece may still be computing: cancel ends it
+            # within a token) or failed: free the stream before re-raising
+            self._free()
+            raise
+        if piece is None:
+            self._free()
+            raise StopAsyncIteration
+        return piece
+
+    def _free(self) -> None:
+        stream, self._stream = self._stream, None
+        self._request = None
+        if stream is not None:
+            stream.cancel()
+            stream.close()
+
+    async def aclose(self) -> None:
+        """Cancel and free the native stream (waits for a piece in progress
+        off the event loop). Idempotent."""
+        stream, self._stream = self._stream, None
+        self._request = None
+        if stream is not None:
+            stream.cancel()
+            loop = asyncio.get_running_loop()
+            await asyncio.shield(loop.run_in_executor(None, stream.close))
+
+    async def __aenter__(self) -> AsyncTokenStream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        try:
+            self._free()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
 
 
 class TokenStream(Iterator[Any]):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -242,3 +243,146 @@ def long_tiny(tiny_model_path: Any) -> Any:
     engine = EdgeVeda(tiny_model_path, context_size=2048, num_threads=1)
     yield engine
     engine.close()
+
+
+# ---- leaving an astream early frees the native stream before the next call ----
+
+
+def test_astream_break_frees_stream_at_once(tiny_engine: EdgeVeda) -> None:
+    """A plain ``break`` (no aclose): the next call on the engine starts at once."""
+
+    async def main() -> int:
+        for _ in range(3):
+            got = 0
+            async for _piece in tiny_engine.astream("hello", max_tokens=200):
+                got += 1
+                if got == 2:
+                    break
+            # the very next call, in the same loop iteration: no "stream is active"
+            r = tiny_engine.generate("hi", max_tokens=1)
+            assert r.completion_tokens == 1
+        return got
+
+    assert asyncio.run(main()) == 2
+
+
+def test_astream_exception_in_body_frees_stream(tiny_engine: EdgeVeda) -> None:
+    async def main() -> None:
+        with pytest.raises(LookupError):
+            async for _piece in tiny_engine.astream("hello", max_tokens=200):
+                raise LookupError("client went away")
+        async for _piece in tiny_engine.astream("hi", max_tokens=2):
+            pass
+
+    asyncio.run(main())
+    assert tiny_engine.generate("hi", max_tokens=1).completion_tokens == 1
+
+
+def test_astream_task_cancel_frees_stream_before_next_call(long_tiny: EdgeVeda) -> None:
+    async def main() -> None:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _piece in long_tiny.astream("hello", max_tokens=1500):
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # right after the cancelled task: the engine takes a new stream
+        pieces = [p async for p in long_tiny.astream("hi", max_tokens=3)]
+        assert pieces
+
+    asyncio.run(main())
+
+
+def test_astream_dropped_iterator_frees_stream(tiny_engine: EdgeVeda) -> None:
+    async def main() -> None:
+        it = tiny_engine.astream("hello", max_tokens=200)
+        assert isinstance(await it.__anext__(), str)
+        del it  # garbage: freed now, not when the loop shuts down
+        assert tiny_engine.generate("hi", max_tokens=1).completion_tokens == 1
+
+    asyncio.run(main())
+
+
+def test_astream_async_with_and_aclose(tiny_engine: EdgeVeda) -> None:
+    async def main() -> None:
+        async with tiny_engine.astream("hello", max_tokens=200) as it:
+            async for _piece in it:
+                break
+        assert tiny_engine.generate("hi", max_tokens=1).completion_tokens == 1
+        it2 = tiny_engine.astream("hello", max_tokens=200)
+        await it2.aclose()  # before the first piece: nothing was started
+        await it2.aclose()  # idempotent
+        assert [p async for p in it2] == []
+
+    asyncio.run(main())
+
+
+def test_stream_break_and_exception_free_stream(tiny_engine: EdgeVeda) -> None:
+    for piece in tiny_engine.stream("hello", max_tokens=200):
+        assert piece
+        break
+    assert tiny_engine.generate("hi", max_tokens=1).completion_tokens == 1
+    with pytest.raises(LookupError):
+        for _piece in tiny_engine.stream("hello", max_tokens=200):
+            raise LookupError("consumer failed")
+    assert tiny_engine.generate("hi", max_tokens=1).completion_tokens == 1
+
+
+def _example_stream_server() -> Any:
+    """examples/asyncio_stream.py's StreamServer, loaded from the file."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "asyncio_stream.py"
+    spec = importlib.util.spec_from_file_location("asyncio_stream_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.StreamServer
+
+
+def test_example_server_client_disconnect_then_queued_requests(long_tiny: EdgeVeda) -> None:
+    """The examples/asyncio_stream.py pattern: a client that disconnects mid-stream
+    cancels its generation (the server's ``drain`` raises inside ``async for``), and
+    the requests queued behind it are served."""
+    server_cls = _example_stream_server()
+
+    async def request(port: int, max_tokens: int, hang_up_after: int = 0) -> Tuple[int, bool]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /generate?prompt=hello&max_tokens={max_tokens} HTTP/1.1\r\n\r\n".encode()
+        )
+        await writer.drain()
+        pieces, done = 0, False
+        async for raw in reader:
+            line = raw.decode()
+            if line.startswith("event: done"):
+                done = True
+            elif line.startswith("data: "):
+                pieces += 1
+                if hang_up_after and pieces >= hang_up_after:
+                    break
+        writer.transport.abort()  # a client that goes away without a goodbye
+        return pieces, done
+
+    async def main() -> List[Tuple[int, bool]]:
+        app = server_cls(long_tiny, 16)
+        server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            first = asyncio.create_task(request(port, 1500, hang_up_after=3))
+            await asyncio.sleep(0)  # the first request takes the lock first
+            queued = [asyncio.create_task(request(port, 8)) for _ in range(2)]
+            return [await first] + [await t for t in queued]
+
+    t0 = time.monotonic()
+    results = asyncio.run(main())
+    assert results[0][0] >= 3 and not results[0][1]  # hung up before the end
+    for pieces, done in results[1:]:
+        assert done and pieces >= 1, results
+    assert time.monotonic() - t0 < 60
+    assert long_tiny.generate("hi", max_tokens=1).completion_tokens == 1
