@@ -45,6 +45,12 @@ python build_native.py --ctest
 
 python -m pytest -q "$@"
 
+# The package's lint and types, with the tools pinned in the [test] extra
+# (pyproject.toml configures both; mypy runs strict).
+python -m ruff check edgeveda_ffi benchmarks
+python -m ruff format --check edgeveda_ffi
+python -m mypy edgeveda_ffi
+
 # ---- Sanitizers (issue 9; docs/safety.md) ------------------------------------
 # Off by default: the instrumented llama.cpp build is slow. EDGEVEDA_CI_SANITIZE=1
 # runs scripts/sanitize.sh (ASan + UBSan build in build/native-cpu-address-undefined,
