@@ -120,3 +120,50 @@ def test_stream_gap_runs(smollm2_path: Path) -> None:
         assert r["outside_native_us"] == pytest.approx(
             r["return_to_piece_us"] + r["piece_to_call_us"], rel=0.5
         )
+
+
+def test_thread_paths_runs(smollm2_path: Path, tmp_path: Path) -> None:
+    """benchmarks/thread_paths.py: one round of every calling-thread path, both settings of the
+    extra buffer types, and the JSON that compare.py --cpu-rows tabulates."""
+    from benchmarks import _cpu_rows
+
+    results = {}
+    for mode in ("on", "off"):
+        out = tmp_path / f"tp-{mode}.json"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.thread_paths",
+                "--model",
+                str(smollm2_path),
+                "--threads",
+                "1",
+                "--rounds",
+                "1",
+                "--cpu-extra-buffers",
+                mode,
+                "--json",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r = json.loads(out.read_text())
+        assert set(r["median_tok_s"]) == {
+            "main",
+            "app thread",
+            "new thread",
+            "executor",
+            "astream",
+            "engine B, own thread",
+        }
+        assert all(v > 0 for v in r["median_tok_s"].values()), r
+        assert r["ratio_to_main"]["main"] == 1.0
+        assert r["idle_cpu_per_s"] >= 0
+        results[mode] = r
+    tables = _cpu_rows.tables({"pooled": {}, "thread_paths": results})
+    assert len(tables) == 1 and len(tables[0][2]) == 7  # six paths + the idle row
