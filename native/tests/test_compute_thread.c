@@ -167,6 +167,19 @@ static void test_thread_state_reaches_caller(void) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* Lower this process's address-space limit to what is mapped now plus
+ * `room`; *saved gets the limit to restore. False when it cannot. */
+static bool cap_address_space(size_t room, struct rlimit* saved) {
+    if (getrlimit(RLIMIT_AS, saved) != 0) return false;
+    FILE* f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    bool ok = f != NULL && fscanf(f, "%lu", &pages) == 1;
+    if (f) fclose(f);
+    if (!ok) return false;
+    struct rlimit lim = {pages * (unsigned long)sysconf(_SC_PAGESIZE) + room, saved->rlim_max};
+    return setrlimit(RLIMIT_AS, &lim) == 0;
+}
+
 static void test_bad_alloc_is_an_error(void) {
     ev_section("std::bad_alloc inside ev_embed (address-space limit) -> OUT_OF_MEMORY");
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -194,13 +207,7 @@ static void test_bad_alloc_is_an_error(void) {
         memset(text, 'a', len);
         text[len] = '\0';
         struct rlimit now;
-        getrlimit(RLIMIT_AS, &now);
-        FILE* f = fopen("/proc/self/statm", "r");
-        unsigned long pages = 0;
-        if (!f || fscanf(f, "%lu", &pages) != 1) _exit(5);
-        fclose(f);
-        struct rlimit lim = {pages * (unsigned long)sysconf(_SC_PAGESIZE) + ((size_t)32 << 20), now.rlim_max};
-        if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(6);
+        if (!cap_address_space((size_t)32 << 20, &now)) _exit(6);
         ev_error_t rc = ev_embed(ctx, text, &r);
         const char* msg = ev_get_last_error(ctx);
         int ok = rc == EV_ERROR_OUT_OF_MEMORY && ev_test_contains(msg, "out of memory") &&
@@ -233,13 +240,7 @@ static void test_ggml_alloc_assert_is_an_error(void) {
         ev_context ctx = open_ctx(1);
         if (!ctx) _exit(3);
         struct rlimit now;
-        getrlimit(RLIMIT_AS, &now);
-        FILE* f = fopen("/proc/self/statm", "r");
-        unsigned long pages = 0;
-        if (!f || fscanf(f, "%lu", &pages) != 1) _exit(5);
-        fclose(f);
-        struct rlimit lim = {pages * (unsigned long)sysconf(_SC_PAGESIZE) + ((size_t)4 << 20), now.rlim_max};
-        if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(6);
+        if (!cap_address_space((size_t)4 << 20, &now)) _exit(6);
         ev_embed_result r;
         ev_error_t rc = ev_embed(ctx, "hello", &r);
         const char* msg = ev_get_last_error(ctx);
