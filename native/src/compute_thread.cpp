@@ -24,9 +24,6 @@
 #include <deque>
 #include <thread>
 
-#if !defined(_WIN32)
-#include <pthread.h>
-#endif
 
 namespace {
 
@@ -48,7 +45,7 @@ struct Worker {
 };
 
 // Never destroyed: the detached thread may still wait on it at exit. After
-// fork() the child gets a fresh one (the parent's mutex may be held by a
+// fork() the child gets a fresh one (compute_thread_after_fork) (the parent's mutex may be held by a
 // thread that does not exist in the child, and its compute thread is gone).
 Worker* g_worker = new Worker;
 thread_local bool t_is_compute_thread = false;
@@ -75,17 +72,11 @@ void serve(Worker* w) {
     }
 }
 
-#if !defined(_WIN32)
-void on_fork_child() { g_worker = new Worker; }
-
-struct ForkHookInstaller {
-    ForkHookInstaller() { pthread_atfork(nullptr, nullptr, on_fork_child); }
-} g_installer;
-#endif
-
 }  // namespace
 
 namespace ev {
+
+void compute_thread_after_fork() { g_worker = new Worker; }
 
 bool on_compute_thread() { return t_is_compute_thread || t_runs_for_compute; }
 

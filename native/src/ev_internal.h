@@ -45,6 +45,9 @@ bool thread_stats(const struct Engine* e, ev_generation_stats* out);
 // on it. fn must not throw.
 void run_on_compute_thread(const std::function<void()>& fn);
 bool on_compute_thread();
+// In a fork()ed child: forget the parent's compute thread (it does not exist
+// here, and its lock may be held); the next call starts a new one.
+void compute_thread_after_fork();
 // From work running on the compute thread: runs fn on the thread that is
 // waiting for that work, and waits (inline when there is no such thread).
 void run_on_caller(const std::function<void()>& fn);

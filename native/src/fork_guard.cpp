@@ -16,7 +16,10 @@ namespace {
 std::atomic<uint32_t> g_fork_generation{0};
 
 #if !defined(_WIN32)
-void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+void on_fork_child() {
+    g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+    ev::compute_thread_after_fork();
+}
 
 // Registered when the library is loaded, so a fork before the first ev_init
 // is counted too (a handle cannot exist then, but the counter stays exact).
