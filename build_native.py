@@ -417,7 +417,7 @@ def make_cdef(text: Optional[str] = None) -> str:
     lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("#")]
     body = "\n".join(lines)
     body = re.sub(r"\bEV_API\s+", "", body)
-    # The Python side's callbacks (extern "Python", see edgeveda_ffi/_callbacks.py).
+    # The Python side's callbacks (extern "Python", see edgeveda_ffi/engine/callbacks.py).
     body += """
 extern "Python" void _ev_py_pressure(void*, size_t, size_t);
 extern "Python" bool _ev_py_load_progress(float, void*);

@@ -48,7 +48,7 @@ class OursAdapter:
             self.engine = None
 
     def trivial_calls(self) -> Any:
-        from edgeveda_ffi._ffi import lib
+        from edgeveda_ffi.engine.bindings import lib
 
         eng = self.engine
         return {

@@ -126,7 +126,7 @@ def main() -> int:
     import model_factory  # noqa: E402
 
     from edgeveda_ffi import Backend, native_info  # noqa: E402
-    from edgeveda_ffi._ffi import lib  # noqa: E402
+    from edgeveda_ffi.engine.bindings import lib  # noqa: E402
 
     model = args.model or model_factory.find_smollm2()
     if model is None:

@@ -3,7 +3,7 @@
     python -m benchmarks.runner_ab [--blocks 8] [--procs 3] [--threads 2] [--model M]
 
 *after*: this checkout (``EdgeVeda.generate`` from the main thread runs on the
-long-lived worker of ``edgeveda_ffi/_runner.py``). *before*: the same worker
+long-lived worker of ``edgeveda_ffi/engine/worker.py``). *before*: the same worker
 process with the previous ``_interruptible`` (a new thread per call) patched in.
 ``--procs`` worker processes of each (a process keeps a speed of its own on
 this VM) plus the C loop (``ev_bench_c --serve``), sampled in paired blocks as

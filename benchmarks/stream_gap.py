@@ -5,7 +5,7 @@
 A stream piece costs one ``ev_stream_next`` (a decode, milliseconds) plus the
 Python around it: converting the text, returning it through the iterator, and,
 from the main thread, handing the call to the worker thread and back
-(``edgeveda_ffi/_runner.py``). This script times every ``ev_stream_next`` of
+(``edgeveda_ffi/engine/worker.py``). This script times every ``ev_stream_next`` of
 real streams and prints the median time between the end of one call and the
 start of the next, split at the moment the piece reaches the loop body:
 
@@ -88,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n-gen", type=int, default=128)
     a = parser.parse_args(argv)
 
-    import edgeveda_ffi.engine as engine_mod
+    import edgeveda_ffi.engine.streams as engine_mod
     from benchmarks._harness import DEFAULT_PROMPT
     from benchmarks.compare import default_model
     from edgeveda_ffi import Backend, EdgeVeda

@@ -6,19 +6,19 @@ from typing import Any
 
 
 def test_ev_version(benchmark: Any) -> None:
-    from edgeveda_ffi._ffi import lib
+    from edgeveda_ffi.engine.bindings import lib
 
     assert benchmark(lib.ev_version) != 0
 
 
 def test_ev_is_valid_null(benchmark: Any) -> None:
-    from edgeveda_ffi._ffi import ffi, lib
+    from edgeveda_ffi.engine.bindings import ffi, lib
 
     assert benchmark(lib.ev_is_valid, ffi.NULL) is False
 
 
 def test_ev_is_valid(benchmark: Any, engine: Any) -> None:
-    from edgeveda_ffi._ffi import lib
+    from edgeveda_ffi.engine.bindings import lib
 
     assert benchmark(lib.ev_is_valid, engine._ctx) is True
 

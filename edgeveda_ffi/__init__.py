@@ -4,6 +4,9 @@
     with EdgeVeda("model.gguf") as llm:
         print(llm.generate("The capital of France is", max_tokens=16, temperature=0).text)
 
+The package has three parts: ``engine`` (the model in memory, over the raw
+binding ``engine.bindings``), ``models`` (the model store and its fetchers)
+and ``cli`` (the ``edgeveda`` command). The names below are the public API.
 The engine names (EdgeVeda, TokenStream, ChatSession) need the compiled
 extension and are imported on first use, so the errors, types and the model
 manager work without it.
@@ -14,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import HEADER_VERSION, __version__
-from .config import (
+from .engine import (
     Backend,
     Config,
     EmbeddingResult,
@@ -49,12 +52,14 @@ _LAZY = {
     "TokenStream": "engine",
     "AsyncTokenStream": "engine",
     "StreamPiece": "engine",
-    "ChatSession": "chat",
-    "native_info": "info",
-    "ModelManager": "model_manager",
-    "CancelToken": "model_manager",
-    "DownloadProgress": "types",
-    "ModelSpec": "types",
+    "ChatSession": "engine",
+    "native_info": "engine",
+    "ModelManager": "models",
+    "CancelToken": "models",
+    "DownloadProgress": "models",
+    "ModelSpec": "models",
+    "DEFAULT_MODEL_ID": "models",
+    "KNOWN_MODELS": "models",
 }
 
 __all__ = [

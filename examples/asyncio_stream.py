@@ -25,8 +25,7 @@ import time
 from typing import Any, Dict, List, Tuple
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
-from edgeveda_ffi import EdgeVeda, ModelManager
-from edgeveda_ffi.model_manager import DEFAULT_MODEL_ID
+from edgeveda_ffi import DEFAULT_MODEL_ID, EdgeVeda, ModelManager
 
 
 class StreamServer:

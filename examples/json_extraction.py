@@ -20,8 +20,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from edgeveda_ffi import EdgeVeda, FinishReason, ModelManager
-from edgeveda_ffi.model_manager import DEFAULT_MODEL_ID
+from edgeveda_ffi import DEFAULT_MODEL_ID, EdgeVeda, FinishReason, ModelManager
 
 PERSON_GBNF = r"""
 root    ::= "{" ws name "," ws age "," ws city ws "}"

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from edgeveda_ffi import (
+    DEFAULT_MODEL_ID,
     EdgeVeda,
     InitializationException,
     MemoryException,
     MemoryPressureEvent,
     ModelManager,
 )
-from edgeveda_ffi.model_manager import DEFAULT_MODEL_ID
 
 MiB = 1024 * 1024
 

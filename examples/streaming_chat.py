@@ -18,8 +18,7 @@ import os
 import sys
 from typing import Iterator, List
 
-from edgeveda_ffi import ChatSession, EdgeVeda, ModelManager
-from edgeveda_ffi.model_manager import DEFAULT_MODEL_ID
+from edgeveda_ffi import DEFAULT_MODEL_ID, ChatSession, EdgeVeda, ModelManager
 
 DEFAULT_TURNS = ["What is the capital of France?", "What is it famous for?"]
 

@@ -126,7 +126,7 @@ build_native.make_ffibuilder(libs).compile(tmpdir=str(out / "ffi"), verbose=Fals
 PYEOF
     rm -rf "$PKG_DIR"
     mkdir -p "$PKG_DIR/edgeveda_ffi"
-    cp edgeveda_ffi/*.py edgeveda_ffi/py.typed "$PKG_DIR/edgeveda_ffi/"
+    (cd edgeveda_ffi && find . \( -name "*.py" -o -name py.typed -o -name "*.pyi" \) -not -path "*/__pycache__/*" -exec cp --parents {} "$PKG_DIR/edgeveda_ffi/" \;)
     cp "$CORE_DIR"/ffi/edgeveda_ffi/_native*.so "$PKG_DIR/edgeveda_ffi/"
 }
 
@@ -140,7 +140,7 @@ elif has_step build; then
         "$PY" setup.py -q build_ext --build-lib "$EXT_DIR" --build-temp "build/$TAG-temp"
         rm -rf "$PKG_DIR"
         mkdir -p "$PKG_DIR/edgeveda_ffi"
-        cp edgeveda_ffi/*.py edgeveda_ffi/py.typed "$PKG_DIR/edgeveda_ffi/"
+        (cd edgeveda_ffi && find . \( -name "*.py" -o -name py.typed -o -name "*.pyi" \) -not -path "*/__pycache__/*" -exec cp --parents {} "$PKG_DIR/edgeveda_ffi/" \;)
         cp "$EXT_DIR"/edgeveda_ffi/_native*.so "$PKG_DIR/edgeveda_ffi/"
     fi
 fi

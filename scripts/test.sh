@@ -88,7 +88,7 @@ EDGEVEDA_BACKEND=vulkan python setup.py -q build_ext --build-lib build/vulkan-ex
 vk_root="$PWD"
 vk_stage="$vk_root/build/vulkan-stage"
 rm -rf "$vk_stage" && mkdir -p "$vk_stage/edgeveda_ffi"
-cp edgeveda_ffi/*.py edgeveda_ffi/py.typed "$vk_stage/edgeveda_ffi/"
+(cd edgeveda_ffi && find . \( -name "*.py" -o -name py.typed -o -name "*.pyi" \) -not -path "*/__pycache__/*" -exec cp --parents {} "$vk_stage/edgeveda_ffi/" \;)
 cp build/vulkan-ext/edgeveda_ffi/_native*.so "$vk_stage/edgeveda_ffi/"
 mkdir -p -m 700 "${XDG_RUNTIME_DIR:=/tmp/edgeveda-xdg-$(id -u)}"
 export XDG_RUNTIME_DIR
@@ -97,7 +97,7 @@ export XDG_RUNTIME_DIR
     # package (with the Vulkan .so) shadows the editable CPU install.
     cd "$vk_stage"
     export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}" EDGEVEDA_REQUIRE_VULKAN=1
-    python -c "import edgeveda_ffi._native as n, edgeveda_ffi.info as i, sys; \
+    python -c "import edgeveda_ffi._native as n, edgeveda_ffi.engine.info as i, sys; \
 assert n.__file__.startswith('$vk_stage'), n.__file__; print('Vulkan stage:', i.native_info()['llama_cpp'], i.native_info()['backends'])"
     python -m pytest -q -p no:cacheprovider "$vk_root/tests/test_backends.py" "$vk_root/tests/test_vulkan.py"
 )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from edgeveda_ffi import Backend, InitializationException, NativeErrorCode, native_info
-from edgeveda_ffi._ffi import c_str, lib
 from edgeveda_ffi.engine import EdgeVeda
+from edgeveda_ffi.engine.bindings import c_str, lib
 
 BUILD = c_str(lib.ev_llama_version()).rsplit("(backend build: ", 1)[-1].rstrip(")")
 VULKAN_BUILD = BUILD == "vulkan"
@@ -87,7 +87,7 @@ def test_cpu_backend_runs_on_the_cpu_only(
 _NO_DEVICE_SCRIPT = r"""
 import json, sys
 from edgeveda_ffi import Backend, InitializationException
-from edgeveda_ffi._ffi import lib
+from edgeveda_ffi.engine.bindings import lib
 from edgeveda_ffi.engine import EdgeVeda
 out = {"available": bool(lib.ev_is_backend_available(int(Backend.VULKAN))),
        "detected": int(lib.ev_detect_backend())}

@@ -99,7 +99,7 @@ def one_line_error(
 @pytest.fixture(scope="module")
 def models_dir(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with the default model in place (placed once per module)."""
-    from edgeveda_ffi.model_manager import ModelManager
+    from edgeveda_ffi.models import ModelManager
 
     d = tmp_path_factory.mktemp("cli") / "models"
     ModelManager(models_dir=d).ensure(DEFAULT_ID)

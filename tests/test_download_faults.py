@@ -22,7 +22,7 @@ import pytest
 from http_server import FaultyHTTPServer, http_server, payload, sha256_hex
 
 from edgeveda_ffi.errors import DownloadException
-from edgeveda_ffi.model_manager import ModelManager, ModelSpec
+from edgeveda_ffi.models import ModelManager, ModelSpec
 
 __all__ = ["http_server"]  # the fixture, imported from http_server
 
@@ -38,7 +38,7 @@ if args.get("fsize"):
     import resource
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (args["fsize"], args["fsize"]))
-from edgeveda_ffi.model_manager import ModelManager, ModelSpec
+from edgeveda_ffi.models import ModelManager, ModelSpec
 mm = ModelManager(args["dir"], retry_backoff=(0.01,), free_space_margin=0, stall_timeout=5.0,
                   chunk_size=16384)
 spec = ModelSpec.from_dict(args["spec"])

@@ -22,7 +22,7 @@ from edgeveda_ffi.errors import (
     DownloadException,
     ModelValidationException,
 )
-from edgeveda_ffi.model_manager import CancelToken, DownloadProgress, ModelManager, ModelSpec
+from edgeveda_ffi.models import CancelToken, DownloadProgress, ModelManager, ModelSpec
 
 __all__ = ["http_server"]  # the fixture, imported from http_server
 

@@ -31,7 +31,7 @@ import pytest
 from http_server import FaultyHTTPServer, http_server, payload, sha256_hex
 
 from edgeveda_ffi.errors import ChecksumException, ConfigurationException
-from edgeveda_ffi.model_manager import ModelManager, ModelSpec
+from edgeveda_ffi.models import ModelManager, ModelSpec
 
 __all__ = ["http_server"]  # the fixture, imported from http_server
 

@@ -30,7 +30,7 @@ from edgeveda_ffi import (
     ModelLoadException,
     NativeErrorCode,
 )
-from edgeveda_ffi._ffi import check_native, ffi, lib
+from edgeveda_ffi.engine.bindings import check_native, ffi, lib
 
 MISSING = "/nonexistent-dir/edgeveda/missing-model.gguf"
 

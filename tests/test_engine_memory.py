@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-import edgeveda_ffi.engine as engine_mod
+import edgeveda_ffi.engine.lifecycle as engine_mod
 from edgeveda_ffi import (
     EdgeVeda,
     FinishReason,

@@ -304,9 +304,9 @@ def test_ctrl_c(tiny_model_path: Path, mode: str) -> None:
 
 def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) -> None:
     """From the main thread, generate runs on one long-lived worker (one OpenMP
-    master for every call, see edgeveda_ffi/_runner.py), not a thread per call;
+    master for every call, see edgeveda_ffi/engine/worker.py), not a thread per call;
     from any other thread it runs in that thread, with no hand-off."""
-    from edgeveda_ffi import _runner
+    from edgeveda_ffi.engine import worker as _runner
 
     assert threading.current_thread() is threading.main_thread()
     seen: list[int] = []
@@ -345,7 +345,7 @@ def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) 
 def test_runner_job_wait_and_outcome() -> None:
     """The worker's jobs: wait() times out while the call runs, returns True
     (every time) once it has ended, and outcome() gives the value or re-raises."""
-    from edgeveda_ffi import _runner
+    from edgeveda_ffi.engine import worker as _runner
 
     gate = threading.Event()
     job = _runner.submit(lambda: gate.wait(30) and 42)

@@ -11,8 +11,7 @@ import pickle
 
 import pytest
 
-from edgeveda_ffi import errors
-from edgeveda_ffi.config import MemoryPressureEvent, MemoryStats
+from edgeveda_ffi import MemoryPressureEvent, MemoryStats, errors
 from edgeveda_ffi.errors import (
     CancelledException,
     ChecksumException,
@@ -134,7 +133,7 @@ def test_from_code_accepts_int_like() -> None:
 def test_enum_matches_compiled_header() -> None:
     """The Python enum has exactly the values the compiled ``edge_veda.h`` declares,
     and the core has an English text for each."""
-    native = pytest.importorskip("edgeveda_ffi._ffi")
+    native = pytest.importorskip("edgeveda_ffi.engine.bindings")
     for code, cname in NATIVE_NAMES.items():
         assert getattr(native.lib, cname) == int(code), cname
         text = native.ffi.string(native.lib.ev_error_string(int(code))).decode()

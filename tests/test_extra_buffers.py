@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from edgeveda_ffi import Config, ConfigurationException, EdgeVeda
-from edgeveda_ffi.config import CPU_EXTRA_BUFFERS_ENV
+from edgeveda_ffi.engine.config import CPU_EXTRA_BUFFERS_ENV
 
 pytestmark = pytest.mark.smollm2
 
@@ -208,7 +208,7 @@ def test_bad_environment_value(value: str, smollm2_path: Path, no_env: pytest.Mo
 def test_native_validation_of_ev_config_extras(smollm2_path: Path) -> None:
     """The C contract, through the raw binding: a bad ev_config_extras fails
     ev_init with INVALID_PARAM naming the field."""
-    from edgeveda_ffi._ffi import check_native, ffi, lib
+    from edgeveda_ffi.engine.bindings import check_native, ffi, lib
 
     def init(struct_size: Optional[int] = None, on: int = 1, reserved: int = 0) -> None:
         c = ffi.new("ev_config*")

@@ -32,7 +32,7 @@ from edgeveda_ffi import (
     NativeErrorCode,
     TokenStream,
 )
-from edgeveda_ffi._ffi import ffi, lib
+from edgeveda_ffi.engine.bindings import ffi, lib
 
 MSGS = [{"role": "user", "content": "hi"}]
 

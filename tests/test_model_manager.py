@@ -26,7 +26,7 @@ from edgeveda_ffi.errors import (
     DownloadException,
     ModelValidationException,
 )
-from edgeveda_ffi.model_manager import (
+from edgeveda_ffi.models import (
     DEFAULT_MODEL_ID,
     KNOWN_MODELS,
     MODELS_DIR_ENV,

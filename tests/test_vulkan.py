@@ -26,8 +26,8 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
     os.environ["XDG_RUNTIME_DIR"] = str(_xdg)
 
 from edgeveda_ffi import Backend, FinishReason, native_info  # noqa: E402
-from edgeveda_ffi._ffi import lib  # noqa: E402
 from edgeveda_ffi.engine import EdgeVeda  # noqa: E402
+from edgeveda_ffi.engine.bindings import lib  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

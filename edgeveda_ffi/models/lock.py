@@ -19,9 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Optional
 
-from ._cancel import CancelToken
-from ._fsutil import unlink_quiet, wrap_os_error
-from .errors import DownloadException
+from ..errors import DownloadException
+from .cancel import CancelToken
+from .fsutil import unlink_quiet, wrap_os_error
 
 __all__ = ["ModelLock"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional, TypeVar
 
-from ._ffi import ffi
+from .bindings import ffi
 
 _log = logging.getLogger("edgeveda_ffi")
 _llama_log = logging.getLogger("edgeveda_ffi.llama")

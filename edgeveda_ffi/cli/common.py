@@ -17,12 +17,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
-from . import _runner
-from .errors import ConfigurationException, EdgeVedaException
+from ..engine import worker as _runner
+from ..errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
-    from .model_manager import ModelManager
-    from .types import DownloadProgress, ModelSpec
+    from ..models.manager import ModelManager
+    from ..models.spec import DownloadProgress, ModelSpec
 
 __all__ = [
     "EXIT_OK",
@@ -296,7 +296,7 @@ def _looks_like_path(raw: str) -> bool:
 
 def fetch_model(manager: ModelManager, spec: ModelSpec) -> Path:
     """``manager.ensure(spec)`` with a progress bar; Ctrl-C cancels it (exit 130)."""
-    from .model_manager import CancelToken
+    from ..models.manager import CancelToken
 
     size = f" ({human_bytes(spec.size_bytes)})" if spec.size_bytes is not None else ""
     _note(f"fetching {spec.id}{size} into {manager.models_dir}")
@@ -320,7 +320,7 @@ def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
     when it is there (size checked; ``edgeveda models verify`` checks the
     sha256), otherwise fetched first with a progress bar.
     """
-    from .model_manager import DEFAULT_MODEL_ID
+    from ..models.manager import DEFAULT_MODEL_ID
 
     raw = id_or_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_ID
     path = Path(raw).expanduser()
@@ -352,7 +352,7 @@ def verify_model(manager: ModelManager, model_id: str) -> Dict[str, Any]:
     sidecar recorded when the model was placed. Raises CliError when the
     model is absent, ChecksumException/ModelValidationException when it is bad.
     """
-    from .errors import ChecksumException, ModelValidationException
+    from ..errors import ChecksumException, ModelValidationException
 
     spec = manager.get_spec(model_id)
     path = manager.get_model_path(model_id)

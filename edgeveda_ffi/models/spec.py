@@ -22,7 +22,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigurationException
+from ..errors import ConfigurationException
 
 __all__ = [
     "SUPPORTED_SCHEMES",

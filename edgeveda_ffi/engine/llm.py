@@ -7,19 +7,15 @@ threads keep running while a model loads or generates.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
-    AsyncIterator,
     Callable,
     Dict,
-    Iterator,
     List,
     Mapping,
     Optional,
@@ -29,33 +25,41 @@ from typing import (
     Union,
 )
 
-from . import _runner
-from ._callbacks import CallbackBox
-from ._ffi import c_str, check_native, ffi, last_error, lib
-from .config import (
-    Backend,
-    Config,
-    EmbeddingResult,
-    FinishReason,
-    GenerateResult,
-    GenerationParams,
-    GenerationStats,
-    MemoryPressureEvent,
-    MemoryStats,
-    ModelInfo,
-    TokenInfo,
-)
-from .errors import (
+from ..errors import (
     ConfigurationException,
     EngineClosedException,
     GenerationException,
     NativeErrorCode,
 )
+from .bindings import (
+    NativeParams,
+    c_str,
+    check_native,
+    encode,
+    ffi,
+    last_error,
+    lib,
+    parse_buffer_types,
+    stats_from,
+)
+from .callbacks import CallbackBox
+from .config import Backend, Config, GenerationParams
+from .lifecycle import foreign_process_error, free_owned
+from .results import (
+    EmbeddingResult,
+    GenerateResult,
+    GenerationStats,
+    MemoryPressureEvent,
+    MemoryStats,
+    ModelInfo,
+)
+from .streams import AsyncTokenStream, StreamPiece, TokenStream
+from .worker import run_interruptibly
 
 if TYPE_CHECKING:
     from .chat import ChatSession
 
-__all__ = ["EdgeVeda", "TokenStream", "StreamPiece", "ChatMessage"]
+__all__ = ["EdgeVeda", "TokenStream", "AsyncTokenStream", "StreamPiece", "ChatMessage", "Backend"]
 
 _log = logging.getLogger("edgeveda_ffi")
 _log.addHandler(logging.NullHandler())
@@ -69,120 +73,6 @@ ChatMessage = Mapping[str, str]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _encode(text: str, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise ConfigurationException(
-            "Invalid parameter", f"{what} must be a str, not {type(text).__name__}"
-        )
-    if "\x00" in text:
-        raise ConfigurationException("Invalid parameter", f"{what} must not contain NUL characters")
-    return text.encode("utf-8", errors="surrogatepass")
-
-
-class _NativeParams:
-    """An ``ev_generation_params`` and everything its pointers point at."""
-
-    __slots__ = ("ptr", "_keep")
-
-    def __init__(self, p: GenerationParams) -> None:
-        keep: List[Any] = []
-        ptr = ffi.new("ev_generation_params*")
-        lib.ev_generation_params_default(ptr)
-        ptr.max_tokens = p.max_tokens
-        ptr.temperature = p.temperature
-        ptr.top_p = p.top_p
-        ptr.top_k = p.top_k
-        ptr.repeat_penalty = p.repeat_penalty
-        ptr.frequency_penalty = p.frequency_penalty
-        ptr.presence_penalty = p.presence_penalty
-        ptr.confidence_threshold = p.confidence_threshold
-        if p.stop:
-            strs = [ffi.new("char[]", _encode(s, "stop sequence")) for s in p.stop]
-            arr = ffi.new("const char*[]", strs)
-            keep += [strs, arr]
-            ptr.stop_sequences = arr
-            ptr.num_stop_sequences = len(strs)
-        if p.grammar:
-            g = ffi.new("char[]", _encode(p.grammar, "grammar"))
-            keep.append(g)
-            ptr.grammar_str = g
-        if p.grammar_root:
-            r = ffi.new("char[]", _encode(p.grammar_root, "grammar_root"))
-            keep.append(r)
-            ptr.grammar_root = r
-        if p.seed is not None or p.min_p:
-            x = ffi.new("ev_generation_extras*")
-            lib.ev_generation_extras_default(x)
-            if p.seed is not None:
-                x.seed = p.seed
-            x.min_p = p.min_p
-            keep.append(x)
-            ptr.reserved = x
-        self.ptr = ptr
-        self._keep = keep
-
-
-def _stats_from(s: Any) -> GenerationStats:
-    return GenerationStats(
-        prompt_tokens=int(s.prompt_tokens),
-        cached_tokens=int(s.cached_tokens),
-        completion_tokens=int(s.generated_tokens),
-        prompt_ms=float(s.prompt_ms),
-        generation_ms=float(s.generation_ms),
-        first_token_ms=float(s.first_token_ms),
-        finish_reason=FinishReason.from_native(s.finish_reason),
-    )
-
-
-def _free_context(ctx: Any, boxes: List[Any]) -> None:
-    # Runs exactly once: from close() or when the engine is garbage-collected.
-    lib.ev_free(ctx)
-    boxes.clear()  # handles may go only after the context can no longer call them
-
-
-def _free_owned(pid: int, ctx: Any, boxes: List[Any]) -> None:
-    """The engine's finalizer: free the context, except in a fork()ed child.
-
-    A child inherits a copy of the context, whose locks may be held by a parent
-    thread that does not exist in the child: freeing it there (at exit, say)
-    could hang forever. The parent owns it; the child's copy goes with the child.
-    """
-    if os.getpid() == pid:
-        _free_context(ctx, boxes)
-
-
-def _free_stream_owned(pid: int, handle: Any) -> None:
-    if os.getpid() == pid:
-        lib.ev_stream_free(handle)
-
-
-def _parse_buffer_types(text: str) -> Dict[str, float]:
-    """``ev_model_buffer_types``'s ``"CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB"``
-    as ``{"CPU_Mapped": 85.8, "CPU_REPACK": 57.0}``."""
-    out: Dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(", "))):
-        head, _, unit = part.rpartition(" ")  # "<name> <size> MiB"
-        name, _, size = head.rpartition(" ")
-        try:
-            mib = float(size)
-        except ValueError:
-            mib = -1.0
-        if unit != "MiB" or not name or mib < 0:
-            raise GenerationException(  # pragma: no cover - the core's own format
-                "Unexpected buffer types", f"cannot read {part!r} of {text!r}"
-            )
-        out[name] = mib
-    return out
-
-
-def _foreign(pid: int) -> EngineClosedException:
-    return EngineClosedException(
-        "Engine belongs to another process",
-        f"this EdgeVeda was created by process {pid} and inherited through fork(); "
-        "create a new engine in this process (see docs/safety.md)",
-    )
-
-
 def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     def dispatch(current: int, limit: int) -> None:
         engine = ref()
@@ -190,17 +80,6 @@ def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
             engine._dispatch_pressure(current, limit)
 
     return dispatch
-
-
-@dataclass(frozen=True)
-class StreamPiece:
-    """A streamed piece with its token information (``stream(..., token_info=True)``)."""
-
-    text: str
-    info: TokenInfo
-
-    def __str__(self) -> str:
-        return self.text
 
 
 class EdgeVeda:
@@ -308,7 +187,7 @@ class EdgeVeda:
         self._ctx = ctx
         self._closed = False
         self._pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _free_owned, self._pid, ctx, self._boxes)
+        self._finalizer = weakref.finalize(self, free_owned, self._pid, ctx, self._boxes)
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> EdgeVeda:
@@ -355,7 +234,7 @@ class EdgeVeda:
     def _acquire(self) -> Any:
         """The native context, counted as in use until :meth:`_release`."""
         if self._pid != os.getpid():
-            raise _foreign(self._pid)
+            raise foreign_process_error(self._pid)
         with self._state_lock:
             if self._closed:
                 raise EngineClosedException(
@@ -374,7 +253,7 @@ class EdgeVeda:
     def _ensure_open(self) -> None:
         """Raise EngineClosedException once closed (for methods that may not call native)."""
         if self._pid != os.getpid():
-            raise _foreign(self._pid)
+            raise foreign_process_error(self._pid)
         if self._closed:
             raise EngineClosedException(
                 "Engine is closed", "this EdgeVeda was closed; create a new one"
@@ -424,8 +303,8 @@ class EdgeVeda:
         cancels the generation and raises KeyboardInterrupt; the engine stays usable.
         """
         p = self._params(params, kwargs)
-        data = _encode(prompt, "prompt")
-        native = _NativeParams(p)
+        data = encode(prompt, "prompt")
+        native = NativeParams(p)
         ctx = self._acquire()
 
         def call() -> Tuple[int, str, Optional[str], Optional[GenerationStats]]:
@@ -439,7 +318,7 @@ class EdgeVeda:
                 lib.ev_free_string(out[0])
             st = ffi.new("ev_generation_stats*")
             lib.ev_get_last_generation_stats(ctx, st)
-            return 0, text, None, _stats_from(st)
+            return 0, text, None, stats_from(st)
 
         try:
             code, text, err, stats = self._interruptible(call, ctx)
@@ -458,8 +337,8 @@ class EdgeVeda:
 
     def _interruptible(self, fn: Callable[[], T], ctx: Any) -> T:
         """Run a blocking native generation so that Ctrl-C cancels it (see
-        :func:`_run_interruptibly`)."""
-        return _run_interruptibly(fn, lambda: lib.ev_generate_cancel(ctx))
+        :func:`run_interruptibly`)."""
+        return run_interruptibly(fn, lambda: lib.ev_generate_cancel(ctx))
 
     def stream(
         self,
@@ -477,8 +356,8 @@ class EdgeVeda:
         per engine at a time; a second raises InitializationException.
         """
         p = self._params(params, kwargs)
-        data = _encode(prompt, "prompt")
-        native = _NativeParams(p)
+        data = encode(prompt, "prompt")
+        native = NativeParams(p)
         ctx = self._acquire()
         err = ffi.new("ev_error_t*")
         try:
@@ -536,8 +415,8 @@ class EdgeVeda:
                     "Invalid parameter",
                     f"messages[{i}] must be a mapping with 'role' and 'content'",
                 ) from None
-            r = ffi.new("char[]", _encode(role, f"messages[{i}].role"))
-            c = ffi.new("char[]", _encode(content, f"messages[{i}].content"))
+            r = ffi.new("char[]", encode(role, f"messages[{i}].role"))
+            c = ffi.new("char[]", encode(content, f"messages[{i}].content"))
             keep += [r, c]
             arr[i].role = r
             arr[i].content = c
@@ -575,7 +454,7 @@ class EdgeVeda:
         """Stats of this thread's last finished generation on this engine."""
         st = ffi.new("ev_generation_stats*")
         self._native(lib.ev_get_last_generation_stats, st)
-        return _stats_from(st)
+        return stats_from(st)
 
     # ---------------------------------------------------------- tokenizer
 
@@ -583,7 +462,7 @@ class EdgeVeda:
         self, text: str, add_special: bool = True, parse_special: bool = True
     ) -> List[int]:
         """Token ids of ``text`` (BOS added only when the model asks for it)."""
-        data = _encode(text, "text")
+        data = encode(text, "text")
         toks = ffi.new("int32_t**")
         n = ffi.new("int*")
         self._native(lib.ev_tokenize, data, add_special, parse_special, toks, n)
@@ -611,7 +490,7 @@ class EdgeVeda:
 
     def embed(self, text: str) -> EmbeddingResult:
         """A mean-pooled, L2-normalized embedding of ``text`` (up to 512 tokens)."""
-        data = _encode(text, "text")
+        data = encode(text, "text")
         res = ffi.new("ev_embed_result*")
         self._native(lib.ev_embed, data, res)
         try:
@@ -660,7 +539,7 @@ class EdgeVeda:
             if text is None:
                 check_native(int(NativeErrorCode.CONTEXT_INVALID), err)
                 raise GenerationException("ev_model_buffer_types returned NULL")  # pragma: no cover
-            self._buffer_types = _parse_buffer_types(text)
+            self._buffer_types = parse_buffer_types(text)
         return dict(self._buffer_types)
 
     @property
@@ -755,260 +634,3 @@ class EdgeVeda:
         event = MemoryPressureEvent(current, limit)
         for cb in list(self._pressure_callbacks):
             cb(event)
-
-
-def _run_interruptibly(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
-    """Run a blocking native call so that Ctrl-C cancels it.
-
-    Signals reach only the main thread, and only between bytecodes; so there
-    the call runs on the long-lived worker thread of ``_runner`` (the same
-    thread for every generation and stream piece of the process: one OpenMP
-    master, see there) while the main thread waits interruptibly, and on
-    KeyboardInterrupt calls ``cancel``, waits for the native call to wind down,
-    and re-raises. Other threads call directly.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return fn()
-    job = _runner.submit(fn)
-    try:
-        while not job.wait(0.25):
-            pass
-    except KeyboardInterrupt:
-        # The native call must end before the caller may release (and
-        # perhaps free) the context: wait for it, even through more Ctrl-Cs.
-        cancel()
-        while not job.finished:
-            try:
-                job.wait()
-            except KeyboardInterrupt:
-                cancel()
-        raise
-    return job.outcome()
-
-
-def _stream_puller(handle: Any) -> Callable[[], Tuple[Optional[str], int, Optional[str]]]:
-    """One ``ev_stream_next`` with its result made Python: ``(text, 0, None)``,
-    or ``(None, code, message)`` at the end or on an error. Built once per
-    stream, and run where the native call runs (the worker, from the main
-    thread), so the message is that thread's (ev_last_error_message is
-    thread-local) and the main thread does as little as possible per piece."""
-    err = ffi.new("ev_error_t*")
-    null = ffi.NULL
-
-    def pull() -> Tuple[Optional[str], int, Optional[str]]:
-        ptr = lib.ev_stream_next(handle, err)
-        if ptr == null:
-            code = err[0]
-            ended = code in (0, NativeErrorCode.STREAM_ENDED)
-            return None, code, (None if ended else last_error())
-        try:
-            return ffi.string(ptr).decode("utf-8"), 0, None
-        finally:
-            lib.ev_free_string(ptr)
-
-    return pull
-
-
-class AsyncTokenStream(AsyncIterator[str]):
-    """The async iterator :meth:`EdgeVeda.astream` returns.
-
-    A class rather than an async generator: an abandoned async generator is
-    closed by a task the event loop schedules later, so after a ``break`` the
-    native stream stayed open and the engine's next call failed ("another
-    stream is active"). This object frees the stream when the loop is left:
-    at once when it is dropped (``break``, an exception out of the loop body),
-    and before re-raising when the task is cancelled inside a piece.
-    """
-
-    def __init__(
-        self, engine: EdgeVeda, prompt: str, params: Optional[GenerationParams], kwargs: Any
-    ) -> None:
-        self._engine = engine
-        self._request: Optional[Tuple[str, Optional[GenerationParams], Any]] = (
-            prompt,
-            params,
-            kwargs,
-        )
-        self._stream: Optional[TokenStream] = None
-
-    def __aiter__(self) -> AsyncTokenStream:
-        return self
-
-    async def __anext__(self) -> str:
-        if self._request is not None:
-            prompt, params, kwargs = self._request
-            self._request = None
-            # Starting a stream tokenizes and builds the sampler: quick, and
-            # done here so that no native stream exists that this object does
-            # not hold.
-            self._stream = self._engine.stream(prompt, params, **kwargs)
-        stream = self._stream
-        if stream is None:
-            raise StopAsyncIteration
-        loop = asyncio.get_running_loop()
-        try:
-            piece = await loop.run_in_executor(None, stream._next_text)
-        except BaseException:
-            # cancelled (the piece may still be computing: cancel ends it
-            # within a token) or failed: free the stream before re-raising
-            self._free()
-            raise
-        if piece is None:
-            self._free()
-            raise StopAsyncIteration
-        return piece
-
-    def _free(self) -> None:
-        stream, self._stream = self._stream, None
-        self._request = None
-        if stream is not None:
-            stream.cancel()
-            stream.close()
-
-    async def aclose(self) -> None:
-        """Cancel and free the native stream (waits for a piece in progress
-        off the event loop). Idempotent."""
-        stream, self._stream = self._stream, None
-        self._request = None
-        if stream is not None:
-            stream.cancel()
-            loop = asyncio.get_running_loop()
-            await asyncio.shield(loop.run_in_executor(None, stream.close))
-
-    async def __aenter__(self) -> AsyncTokenStream:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        try:
-            self._free()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer
-            pass
-
-
-class TokenStream(Iterator[Any]):
-    """An iterator over the pieces of one streamed generation.
-
-    ``close()`` (or leaving a ``with`` block, or garbage collection) cancels and
-    frees the native stream, after which the engine can start another.
-    """
-
-    def __init__(self, engine: EdgeVeda, handle: Any, token_info: bool) -> None:
-        self._engine = engine
-        self._handle: Any = handle
-        self._token_info = token_info
-        self._done = False
-        self._lock = threading.Lock()
-        self._pid = engine._pid
-        self._forks = _runner.fork_count
-        self._pull = _stream_puller(handle)
-        self._cancel_native = lambda: lib.ev_stream_cancel(handle)
-        self._finalizer = weakref.finalize(self, _free_stream_owned, self._pid, handle)
-
-    def __iter__(self) -> TokenStream:
-        return self
-
-    def _next_text(self) -> Optional[str]:
-        """The next piece, or None at the end."""
-        if self._forks != _runner.fork_count:
-            raise _foreign(self._pid)
-        with self._lock:
-            if self._done or self._handle is None:
-                return None
-            text, code, message = _run_interruptibly(self._pull, self._cancel_native)
-            if text is None:
-                self._done = True
-                self._engine._raise_pending()
-                if code in (0, NativeErrorCode.STREAM_ENDED):
-                    return None
-                check_native(code, message)
-            return text
-
-    def __next__(self) -> Any:
-        try:
-            text = self._next_text()
-        except BaseException:
-            # Ctrl-C (or an error) inside the loop: the traceback keeps this
-            # object alive, so free the native stream now; otherwise the
-            # engine would refuse every generation while the traceback lives.
-            self._free_native()
-            raise
-        if text is None:
-            raise StopIteration
-        if self._token_info:
-            return StreamPiece(text, self.token_info())
-        return text
-
-    def token_info(self) -> TokenInfo:
-        """Confidence information for the latest token."""
-        info = ffi.new("ev_stream_token_info*")
-        check_native(lib.ev_stream_get_token_info(self._live(), info))
-        return TokenInfo(
-            confidence=float(info.confidence),
-            avg_confidence=float(info.avg_confidence),
-            needs_cloud_handoff=bool(info.needs_cloud_handoff),
-            token_index=int(info.token_index),
-        )
-
-    @property
-    def stats(self) -> GenerationStats:
-        """Counts and timings so far (finish_reason once ended)."""
-        st = ffi.new("ev_generation_stats*")
-        check_native(lib.ev_stream_get_stats(self._live(), st))
-        return _stats_from(st)
-
-    def _live(self) -> Any:
-        if self._handle is None:
-            raise GenerationException("Stream ended unexpectedly", "the stream was closed")
-        return self._handle
-
-    def text(self) -> str:
-        """Consume the rest of the stream and return it joined."""
-        return "".join(t for t in iter(self._next_text, None))
-
-    def cancel(self) -> None:
-        """Stop the stream from any thread; the iteration then ends."""
-        h = self._handle
-        if h is not None and self._pid == os.getpid():
-            lib.ev_stream_cancel(h)
-
-    def close(self) -> None:
-        """Cancel and free the native stream. Idempotent."""
-        if self._free_native():
-            self._engine._raise_pending()
-
-    def _free_native(self) -> bool:
-        """Cancel and free the native stream; False when it was already freed."""
-        h = self._handle
-        if h is None:
-            return False
-        if self._pid != os.getpid():  # a fork()ed child's copy: forget it, touch nothing
-            self._handle = None
-            self._done = True
-            return True
-        lib.ev_stream_cancel(h)
-        with self._lock:
-            self._handle = None
-            self._done = True
-            self._finalizer()
-        return True
-
-    @property
-    def closed(self) -> bool:
-        return self._handle is None
-
-    def __enter__(self) -> TokenStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._handle is None else ("finished" if self._done else "running")
-        return f"<TokenStream {state}>"
-
-
-# Backend is re-exported for EdgeVeda(backend=Backend.CPU) convenience.
-__all__ += ["Backend"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Union
 
-from ._ffi import c_str, lib
+from .bindings import c_str, lib
 from .config import Backend
 
 __all__ = ["native_info"]

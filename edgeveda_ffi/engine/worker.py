@@ -121,3 +121,32 @@ def _start() -> None:
             )
             _worker.start()
             _worker_pid = os.getpid()
+
+
+def run_interruptibly(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+    """Run a blocking native call so that Ctrl-C cancels it.
+
+    Signals reach only the main thread, and only between bytecodes; so there
+    the call runs on the long-lived worker thread of ``_runner`` (the same
+    thread for every generation and stream piece of the process: one OpenMP
+    master, see there) while the main thread waits interruptibly, and on
+    KeyboardInterrupt calls ``cancel``, waits for the native call to wind down,
+    and re-raises. Other threads call directly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    job = submit(fn)
+    try:
+        while not job.wait(0.25):
+            pass
+    except KeyboardInterrupt:
+        # The native call must end before the caller may release (and
+        # perhaps free) the context: wait for it, even through more Ctrl-Cs.
+        cancel()
+        while not job.finished:
+            try:
+                job.wait()
+            except KeyboardInterrupt:
+                cancel()
+        raise
+    return job.outcome()

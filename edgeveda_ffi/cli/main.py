@@ -22,7 +22,10 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence
 
-from ._cli_common import (
+from .._version import HEADER_VERSION, __version__
+from ..engine.config import CPU_EXTRA_BUFFERS_ENV
+from ..errors import ConfigurationException, EdgeVedaException
+from .common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -41,14 +44,11 @@ from ._cli_common import (
     usage_from_config_error,
     verify_model,
 )
-from ._version import HEADER_VERSION, __version__
-from .config import CPU_EXTRA_BUFFERS_ENV
-from .errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
-    from .config import GenerationParams
-    from .engine import EdgeVeda
-    from .model_manager import ModelManager
+    from ..engine.config import GenerationParams
+    from ..engine.llm import EdgeVeda
+    from ..models.manager import ModelManager
 
 __all__ = ["main", "build_parser"]
 
@@ -371,14 +371,14 @@ def build_parser() -> _Parser:
 
 
 def _manager(args: argparse.Namespace) -> ModelManager:
-    from .model_manager import ModelManager
+    from ..models.manager import ModelManager
 
     return ModelManager(models_dir=getattr(args, "models_dir", None))
 
 
 def _gen_params(args: argparse.Namespace) -> GenerationParams:
     """GenerationParams from the flags, validated before any work (exit 2 if bad)."""
-    from .config import GenerationParams
+    from ..engine.config import GenerationParams
 
     if args.json and args.grammar is not None:
         raise UsageError("--json and --grammar cannot be used together")
@@ -401,7 +401,7 @@ def _gen_params(args: argparse.Namespace) -> GenerationParams:
 
 def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """Config fields from the flags, validated before any work (exit 2 if bad)."""
-    from .config import Config
+    from ..engine.config import Config
 
     kw: Dict[str, Any] = {}
     if args.ctx_size is not None:
@@ -422,7 +422,7 @@ def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
 def _open_engine(
     path: Path, config_kwargs: Dict[str, Any], params: Optional[GenerationParams] = None
 ) -> EdgeVeda:
-    from .engine import EdgeVeda
+    from ..engine.llm import EdgeVeda
 
     return EdgeVeda(path, defaults=params, **config_kwargs)
 
@@ -508,7 +508,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ._cli_chat import run_chat
+    from .chat import run_chat
 
     params = _gen_params(args)
     cfg = _config_kwargs(args)
@@ -532,7 +532,7 @@ _CPU_BUILD_OPTIONS = ("LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE")
 
 def _cpu_extra_buffers_setting(args: argparse.Namespace) -> Dict[str, Any]:
     """The extra-buffers switch in force for this command, and where it came from."""
-    from .config import cpu_extra_buffers_from_env
+    from ..engine.config import cpu_extra_buffers_from_env
 
     if args.cpu_extra_buffers is not None:
         return {"enabled": args.cpu_extra_buffers == "on", "source": "--cpu-extra-buffers"}
@@ -549,10 +549,10 @@ def _mib_list(buffers: Dict[str, float]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config_kwargs(args)
     try:
-        from .info import native_info
+        from ..engine.info import native_info
     except ImportError as exc:
         raise CliError(str(exc)) from exc
-    from .model_manager import DEFAULT_MODEL_ID
+    from ..models.manager import DEFAULT_MODEL_ID
 
     ni = native_info()
     backends = ni["backends"]
@@ -652,7 +652,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ._cli_bench import run_bench, run_compare
+    from .bench import run_bench, run_compare
 
     cfg = _config_kwargs(args)
     for flag, value, lo in (
@@ -680,7 +680,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from .model_manager import DEFAULT_MODEL_ID
+    from ..models.manager import DEFAULT_MODEL_ID
 
     manager = _manager(args)
     downloaded = set(manager.list_downloaded())
@@ -716,7 +716,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_download(args: argparse.Namespace) -> int:
-    from .types import ModelSpec
+    from ..models.spec import ModelSpec
 
     manager = _manager(args)
     if args.url is not None:
@@ -770,9 +770,9 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
-    from ._cli_common import _Bar, _run_cancellable
-    from .model_manager import CancelToken
-    from .types import ModelSpec
+    from ..models.manager import CancelToken
+    from ..models.spec import ModelSpec
+    from .common import _Bar, _run_cancellable
 
     manager = _manager(args)
     src = Path(args.path).expanduser()

@@ -1,5 +1,5 @@
-"""Engine-side value types: configuration, generation parameters, results,
-memory statistics and events. Pure Python; validated before any native call.
+"""Engine inputs: the configuration of an engine and the parameters of a
+generation. Pure Python; validated before any native call.
 
 Each class mirrors one C struct of ``edge_veda.h`` (field names in snake_case,
 same defaults), so a port can map them one to one.
@@ -10,25 +10,17 @@ from __future__ import annotations
 import enum
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional, Tuple, Union
 
-from .errors import ConfigurationException
+from ..errors import ConfigurationException
 
 __all__ = [
     "CPU_EXTRA_BUFFERS_ENV",
     "cpu_extra_buffers_from_env",
     "Backend",
-    "FinishReason",
     "Config",
     "GenerationParams",
-    "GenerateResult",
-    "GenerationStats",
-    "MemoryStats",
-    "MemoryPressureEvent",
-    "ModelInfo",
-    "TokenInfo",
-    "EmbeddingResult",
 ]
 
 
@@ -62,29 +54,6 @@ class Backend(enum.IntEnum):
                     f"backend {value} is not one of AUTO(0), METAL(1), VULKAN(2), CPU(3)",
                 ) from None
         raise ConfigurationException("Invalid parameter", f"backend {value!r} has the wrong type")
-
-
-class FinishReason(str, enum.Enum):
-    """Why a generation ended (``ev_finish_reason``)."""
-
-    NONE = "none"
-    STOP = "stop"
-    LENGTH = "length"
-    CANCELLED = "cancelled"
-    ERROR = "error"
-
-    @classmethod
-    def from_native(cls, value: int) -> FinishReason:
-        return _FINISH_BY_CODE.get(int(value), cls.NONE)
-
-
-_FINISH_BY_CODE = {
-    0: FinishReason.NONE,
-    1: FinishReason.STOP,
-    2: FinishReason.LENGTH,
-    3: FinishReason.CANCELLED,
-    4: FinishReason.ERROR,
-}
 
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigurationException:
@@ -293,126 +262,3 @@ class GenerationParams:
         if isinstance(values.get("stop"), list):
             values["stop"] = tuple(values["stop"])
         return cls(**values)
-
-
-@dataclass(frozen=True)
-class GenerationStats:
-    """``ev_generation_stats``: counts and timings of one generation."""
-
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    prompt_ms: float
-    generation_ms: float
-    first_token_ms: float
-    finish_reason: FinishReason
-
-    @property
-    def tokens_per_second(self) -> Optional[float]:
-        """Generated tokens per second of generation time (None when unmeasurable)."""
-        if self.generation_ms <= 0 or self.completion_tokens <= 1:
-            return None
-        return (self.completion_tokens - 1) / (self.generation_ms / 1000.0)
-
-
-@dataclass(frozen=True)
-class GenerateResult:
-    """The result of :meth:`EdgeVeda.generate`."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: FinishReason
-    stats: GenerationStats
-    latency_ms: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """``ev_memory_stats``: llama.cpp buffer sizes (not process RSS)."""
-
-    current_bytes: int
-    peak_bytes: int
-    limit_bytes: int
-    model_bytes: int
-    context_bytes: int
-
-    @property
-    def usage_percent(self) -> float:
-        """current / limit in 0..1 (0 when there is no limit)."""
-        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
-
-    @property
-    def is_high_pressure(self) -> bool:
-        return self.usage_percent > 0.8
-
-    @property
-    def is_critical(self) -> bool:
-        return self.usage_percent > 0.9
-
-    def to_dict(self) -> Dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class MemoryPressureEvent:
-    """Delivered to :meth:`EdgeVeda.on_memory_pressure` callbacks.
-
-    ``usage_percent`` is current / limit in 0..1 (0 when there is no limit),
-    as Edge Veda's Dart type has it.
-    """
-
-    current_bytes: int
-    limit_bytes: int
-
-    @property
-    def usage_percent(self) -> float:
-        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
-
-    @property
-    def is_warning(self) -> bool:
-        """Usage above 75 % of the limit."""
-        return self.usage_percent > 0.75
-
-    @property
-    def is_critical(self) -> bool:
-        """Usage above 90 % of the limit."""
-        return self.usage_percent > 0.9
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """``ev_model_info``. ``context_length`` is the context size in use."""
-
-    name: str
-    architecture: str
-    num_parameters: int
-    context_length: int
-    embedding_dim: int
-    num_layers: int
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """``ev_stream_token_info`` for the latest streamed piece."""
-
-    confidence: float
-    avg_confidence: float
-    needs_cloud_handoff: bool
-    token_index: int
-
-
-@dataclass(frozen=True)
-class EmbeddingResult:
-    """An L2-normalized embedding."""
-
-    embedding: Sequence[float] = field(repr=False)
-    dimensions: int = 0
-    token_count: int = 0

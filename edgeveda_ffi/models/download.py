@@ -44,8 +44,9 @@ from typing import Any, BinaryIO, Callable, NoReturn, Optional
 import requests
 import urllib3
 
-from ._cancel import CancelToken
-from ._fsutil import (
+from ..errors import DownloadException, ModelValidationException
+from .cancel import CancelToken
+from .fsutil import (
     atomic_write_json,
     free_bytes,
     hash_file,
@@ -57,9 +58,8 @@ from ._fsutil import (
     wrap_os_error,
     write_all,
 )
-from ._sources import source_error
-from .errors import DownloadException, ModelValidationException
-from .types import DownloadProgress
+from .sources import source_error
+from .spec import DownloadProgress
 
 __all__ = [
     "DownloadConfig",

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ._cli_common import EXIT_OK, CliError, human_bytes
+from .common import EXIT_OK, CliError, human_bytes
 
 __all__ = ["run_bench", "run_compare", "make_prompt"]
 
@@ -57,7 +57,7 @@ def run_bench(
     write: Callable[[str], None],
 ) -> int:
     """Load the model, measure, print a table (or JSON); returns the exit code."""
-    from .engine import EdgeVeda
+    from ..engine.llm import EdgeVeda
 
     cfg = dict(config_kwargs)
     needed = prompt_tokens + gen_tokens + 8

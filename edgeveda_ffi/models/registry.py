@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .types import ModelSpec
+from .spec import ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL_ID",

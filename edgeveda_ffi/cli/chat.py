@@ -13,12 +13,12 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ._cli_common import EXIT_OK, error_line, pump
-from .errors import EdgeVedaException
+from ..errors import EdgeVedaException
+from .common import EXIT_OK, error_line, pump
 
 if TYPE_CHECKING:
-    from .chat import ChatSession
-    from .engine import EdgeVeda
+    from ..engine.chat import ChatSession
+    from ..engine.llm import EdgeVeda
 
 __all__ = ["run_chat"]
 

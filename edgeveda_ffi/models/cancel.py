@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Callable, Optional
 
-from .errors import DownloadCancelledException
+from ..errors import DownloadCancelledException
 
 __all__ = ["CancelToken"]
 

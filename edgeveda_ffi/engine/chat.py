@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
-from .config import GenerateResult, GenerationParams
+from .config import GenerationParams
+from .results import GenerateResult
 
 if TYPE_CHECKING:
-    from .engine import EdgeVeda
+    from .llm import EdgeVeda
 
 __all__ = ["ChatSession"]
 

@@ -17,8 +17,8 @@ from typing import Optional
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from ._fsutil import is_regular_file
-from .errors import ConfigurationException, DownloadException
+from ..errors import ConfigurationException, DownloadException
+from .fsutil import is_regular_file
 
 __all__ = [
     "describe_source",

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import DownloadException
+from ..errors import DownloadException
 
 __all__ = [
     "DISK_FULL_ERRNOS",

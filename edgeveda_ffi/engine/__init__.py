@@ -1,0 +1,62 @@
+"""The engine: one loaded model (:class:`EdgeVeda`), its streams, chat and
+callbacks, over the raw binding of ``edge_veda.h`` (:mod:`.bindings`).
+
+``config`` and ``results`` are pure Python; everything else needs the compiled
+extension and is imported on first use, so that importing the value types
+never loads the native library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Backend, Config, GenerationParams
+from .results import (
+    EmbeddingResult,
+    FinishReason,
+    GenerateResult,
+    GenerationStats,
+    MemoryPressureEvent,
+    MemoryStats,
+    ModelInfo,
+    TokenInfo,
+)
+
+_LAZY = {
+    "EdgeVeda": "llm",
+    "TokenStream": "streams",
+    "AsyncTokenStream": "streams",
+    "StreamPiece": "streams",
+    "ChatSession": "chat",
+    "native_info": "info",
+}
+
+__all__ = [
+    "Backend",
+    "Config",
+    "GenerationParams",
+    "EmbeddingResult",
+    "FinishReason",
+    "GenerateResult",
+    "GenerationStats",
+    "MemoryPressureEvent",
+    "MemoryStats",
+    "ModelInfo",
+    "TokenInfo",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
