@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -312,12 +313,12 @@ def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) 
     seen: list[int] = []
     real_submit = _runner.submit
 
-    def spy(fn: Any) -> Any:
+    def spy(fn: Any, *rest: Any) -> Any:
         def wrapped() -> Any:
             seen.append(threading.get_ident())
             return fn()
 
-        return real_submit(wrapped)
+        return real_submit(wrapped, *rest)
 
     def gen() -> int:
         return int(tiny_engine.generate("hello", max_tokens=2, temperature=0.0).completion_tokens)
@@ -338,7 +339,7 @@ def test_main_thread_generations_share_one_worker_thread(tiny_engine: EdgeVeda) 
     assert len(seen) == 5 and len(set(seen)) == 1  # the other thread did not hand off
     assert seen[0] != threading.get_ident()
     worker = _runner._worker
-    assert worker is not None and worker.is_alive() and worker.name == "edgeveda-generate"
+    assert worker is not None and worker.is_alive() and worker.name == "edgeveda-worker"
     assert worker.ident == seen[0]
 
 
@@ -363,5 +364,51 @@ def test_runner_job_wait_and_outcome() -> None:
         failing.outcome()
     # the worker survives a failing job
     name = _runner.submit(lambda: threading.current_thread().name)
-    assert name.wait(30) and name.outcome() == "edgeveda-generate"
+    assert name.wait(30) and name.outcome() == "edgeveda-worker"
     assert _runner._worker is not None and _runner._worker.is_alive()
+
+
+def test_job_cancelled_before_it_starts_never_runs() -> None:
+    """A queued job that is cancelled does not run: its outcome raises
+    JobCancelled, and its cancel function is not called for a call that never began."""
+    from edgeveda_ffi.engine import worker
+
+    gate = threading.Event()
+    blocker = worker.submit(lambda: gate.wait(30))
+    ran: list[str] = []
+    cancels: list[str] = []
+    queued = worker.submit(lambda: ran.append("ran"), lambda: cancels.append("cancel"))
+    queued.cancel()
+    gate.set()
+    assert blocker.wait(30) and queued.wait(30)
+    with pytest.raises(worker.JobCancelled):
+        queued.outcome()
+    assert ran == [] and cancels == ["cancel"]
+
+
+def test_run_async_cancel_cancels_the_job_and_waits_for_it() -> None:
+    """A task awaiting run_async that is cancelled cancels the job (its cancel
+    function runs) and re-raises CancelledError only after the call returned."""
+    from edgeveda_ffi.engine import worker
+
+    stop = threading.Event()
+    events: list[str] = []
+
+    def slow() -> str:
+        stop.wait(30)
+        events.append("returned")
+        return "done"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(worker.run_async(slow, stop.set))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        events.append("cancelled seen")
+
+    asyncio.run(main())
+    assert events == ["returned", "cancelled seen"]
+    # from the main thread, run() hands the call to the worker too
+    assert threading.current_thread() is threading.main_thread()
+    assert worker.run(lambda: threading.current_thread().name, lambda: None) == "edgeveda-worker"

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..errors import EdgeVedaException
-from .common import EXIT_OK, error_line, pump
+from .common import EXIT_OK, error_line, write_stream
 
 if TYPE_CHECKING:
     from ..engine.chat import ChatSession
@@ -98,7 +98,7 @@ def _turn(
             _note(f"unknown command {cmd} (/help lists them)")
         return False
     try:
-        interrupted = pump(session.stream(text), write, engine.cancel)
+        interrupted = write_stream(session.stream(text), write)
     except EdgeVedaException as exc:
         write("\n")
         _note(f"edgeveda: error: {error_line(exc)} (/reset starts over)")

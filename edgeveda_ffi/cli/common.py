@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import re
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
-from ..engine import worker as _runner
 from ..errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
@@ -40,7 +38,7 @@ __all__ = [
     "resolve_model",
     "fetch_model",
     "verify_model",
-    "pump",
+    "write_stream",
     "human_bytes",
 ]
 
@@ -402,94 +400,25 @@ def verify_model(manager: ModelManager, model_id: str) -> Dict[str, Any]:
 # ---------------------------------------------------------------- Ctrl-C streaming
 
 
-class _Failed:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
-def _stop_worker(
-    worker: _runner.Job[None], stop: threading.Event, cancel: Callable[[], None]
-) -> None:
-    stop.set()
-    while not worker.finished:
-        try:
-            cancel()
-            worker.wait(0.05)
-        except KeyboardInterrupt:
-            continue
-
-
-def pump(pieces: Iterator[str], write: Callable[[str], None], cancel: Callable[[], None]) -> bool:
+def write_stream(pieces: Iterator[str], write: Callable[[str], None]) -> bool:
     """Write the pieces of a stream as they come; True if Ctrl-C stopped it.
 
-    The stream is consumed on the engine's worker thread (``_runner``: the
-    thread every main-thread generation runs on, so a chat keeps one OpenMP
-    master from turn to turn), so Ctrl-C is seen at once even
-    while the core processes a long prompt: the main thread then calls
-    ``cancel()`` (lock-free in the core) until the worker has ended, and the
-    stream is closed in the worker (a ``ChatSession`` keeps the partial answer).
-    Errors of the stream are re-raised here.
+    The engine's streams see Ctrl-C at once, even while the core processes a
+    long prompt: each piece runs on the package's worker while the main
+    thread waits interruptibly, and KeyboardInterrupt cancels the piece and
+    frees the native stream before it is raised (a ``ChatSession`` keeps the
+    partial answer). Whatever ends the loop, the stream is closed here.
     """
-    q: queue.Queue[object] = queue.Queue()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for piece in pieces:
-                q.put(piece)
-                if stop.is_set():
-                    break
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            q.put(_Failed(exc))
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except BaseException as exc:  # noqa: BLE001
-                    q.put(_Failed(exc))
-            q.put(_DONE)
-
-    worker = _runner.submit(work)
-    interrupted = False
-    failed: Optional[BaseException] = None
     try:
-        while True:
-            try:
-                item = q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _DONE:
-                break
-            if isinstance(item, _Failed):
-                failed = item.exc
-                break
-            write(item)  # type: ignore[arg-type]
+        for piece in pieces:
+            write(piece)
     except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:  # writing failed (stdout closed): stop the stream first
-        _stop_worker(worker, stop, cancel)
-        raise
-    if failed is not None:
-        worker.wait()
-        raise failed
-    if interrupted:
-        _stop_worker(worker, stop, cancel)
-        # what was produced before the cancel took effect
-        while True:
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, str):
-                write(item)
-    worker.wait()
-    return interrupted
+        return True
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+    return False
 
 
 # JSON mode: a GBNF grammar for one JSON object (after llama.cpp's

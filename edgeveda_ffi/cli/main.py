@@ -38,11 +38,11 @@ from .common import (
     error_line,
     fetch_model,
     human_bytes,
-    pump,
     resolve_model,
     setup_logging,
     usage_from_config_error,
     verify_model,
+    write_stream,
 )
 
 if TYPE_CHECKING:
@@ -497,7 +497,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 _out(result.text + "\n")
         else:
             stream = engine.stream(text_prompt)
-            interrupted = pump(stream, _out, stream.cancel)
+            interrupted = write_stream(stream, _out)
             _out("\n")
             if interrupted:
                 raise Interrupted("generation interrupted")

@@ -31,6 +31,7 @@ from ..errors import (
     GenerationException,
     NativeErrorCode,
 )
+from . import worker
 from .bindings import (
     NativeParams,
     c_str,
@@ -54,7 +55,6 @@ from .results import (
     ModelInfo,
 )
 from .streams import AsyncTokenStream, StreamPiece, TokenStream
-from .worker import run_interruptibly
 
 if TYPE_CHECKING:
     from .chat import ChatSession
@@ -337,8 +337,8 @@ class EdgeVeda:
 
     def _interruptible(self, fn: Callable[[], T], ctx: Any) -> T:
         """Run a blocking native generation so that Ctrl-C cancels it (see
-        :func:`run_interruptibly`)."""
-        return run_interruptibly(fn, lambda: lib.ev_generate_cancel(ctx))
+        :func:`worker.run`)."""
+        return worker.run(fn, lambda: lib.ev_generate_cancel(ctx))
 
     def stream(
         self,
@@ -376,7 +376,8 @@ class EdgeVeda:
         self, prompt: str, params: Optional[GenerationParams] = None, **kwargs: Any
     ) -> AsyncTokenStream:
         """:meth:`stream` for asyncio (``async for piece in llm.astream(...)``): each
-        piece is computed in a worker thread, so the event loop keeps running.
+        piece is computed on the package's worker thread (``engine/worker.py``), so the
+        event loop keeps running.
 
         Leaving the loop in any way (``break``, an exception, the task being
         cancelled, the iterator being dropped) cancels and frees the native

@@ -4,7 +4,6 @@ stream before the engine's next call."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import weakref
@@ -17,7 +16,6 @@ from .bindings import check_native, ffi, last_error, lib, stats_from
 from .config import GenerationParams
 from .lifecycle import foreign_process_error, free_stream_owned
 from .results import GenerationStats, TokenInfo
-from .worker import run_interruptibly
 
 if TYPE_CHECKING:
     from .llm import EdgeVeda
@@ -95,9 +93,8 @@ class AsyncTokenStream(AsyncIterator[str]):
         stream = self._stream
         if stream is None:
             raise StopAsyncIteration
-        loop = asyncio.get_running_loop()
         try:
-            piece = await loop.run_in_executor(None, stream._next_text)
+            piece = await worker.run_async(stream._next_text, stream.cancel)
         except BaseException:
             # cancelled (the piece may still be computing: cancel ends it
             # within a token) or failed: free the stream before re-raising
@@ -122,8 +119,7 @@ class AsyncTokenStream(AsyncIterator[str]):
         self._request = None
         if stream is not None:
             stream.cancel()
-            loop = asyncio.get_running_loop()
-            await asyncio.shield(loop.run_in_executor(None, stream.close))
+            await worker.run_async(stream.close, stream.cancel)
 
     async def __aenter__(self) -> AsyncTokenStream:
         return self
@@ -167,7 +163,7 @@ class TokenStream(Iterator[Any]):
         with self._lock:
             if self._done or self._handle is None:
                 return None
-            text, code, message = run_interruptibly(self._pull, self._cancel_native)
+            text, code, message = worker.run(self._pull, self._cancel_native)
             if text is None:
                 self._done = True
                 self._engine._raise_pending()

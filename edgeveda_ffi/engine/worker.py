@@ -1,22 +1,32 @@
-"""One long-lived worker thread for the main thread's blocking native calls.
+"""The one way the package runs work off the caller's thread: a cancellable
+:class:`Job` on one long-lived worker thread.
 
-Why a worker at all: signals reach only the main thread, and only between
-bytecodes, so a generation running *in* the main thread could not be
-interrupted by Ctrl-C. The main thread hands the call to the worker and waits
-interruptibly (see ``EdgeVeda._interruptible``).
+Every blocking native call of the engine (a generation, a stream piece) and
+every download of the model manager that must stay interruptible goes through
+:func:`run` (blocking callers) or :func:`run_async` (asyncio):
 
-Why one long-lived worker and not a thread per call: a thread start per stream
-piece would cost more than the hand-off. Which thread runs ggml's work does not
-matter for speed: the core runs all of it on its own compute thread
-(native/src/compute_thread.cpp), so calls from this worker, from application
-threads and from asyncio executors decode alike (benchmarks/thread_paths.py).
+* :func:`run` from the main thread hands the call to the worker and waits
+  interruptibly, because signals reach only the main thread and only between
+  bytecodes: a generation running *in* the main thread could not be stopped by
+  Ctrl-C. On KeyboardInterrupt it cancels the job, waits for the call to wind
+  down (the caller may free what the call uses once it returns) and re-raises.
+  From any other thread it calls directly: there is nothing to interrupt.
+* :func:`run_async` awaits a job from an event loop without blocking it. When
+  the awaiting task is cancelled, the job is cancelled and awaited before the
+  CancelledError goes on, so the caller may free what the call uses.
 
-The worker is per process: after ``fork()`` the child gets a new one on first
-use (the parent's thread does not exist there).
+Why one long-lived worker and not a thread per call: a stream hands over one
+call per piece, and a thread start would cost more than the hand-off. Which
+thread runs ggml's work does not matter for speed: the core runs all of it on
+its own compute thread (native/src/compute_thread.cpp), so calls from this
+worker, from application threads and from event loops decode alike
+(benchmarks/thread_paths.py). The worker is per process: after ``fork()`` the
+child starts a new one on first use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
@@ -24,38 +34,60 @@ from typing import Any, Callable, Generic, List, Optional, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Job", "submit"]
+__all__ = ["Job", "JobCancelled", "submit", "run", "run_async", "fork_count"]
+
+
+class JobCancelled(Exception):
+    """A job was cancelled before it started; its function never ran."""
 
 
 class Job(Generic[T]):
-    """A call handed to the worker; :meth:`wait` returns True once it has
-    returned or raised.
+    """A call handed to the worker, with the way to cancel it.
+
+    ``cancel`` is the call's own cancel function (``ev_generate_cancel``,
+    ``ev_stream_cancel``, a download's cancel token): it must be safe from any
+    thread and make the running call return soon. A job cancelled before it
+    starts never runs.
 
     Done is signalled with one plain lock, held from creation until the call
-    ends: a stream hands one job over per piece, and a lock is the cheapest
+    ends: a stream hands over one job per piece, and a lock is the cheapest
     wake-up CPython has (an ``Event`` builds a Condition and a waiter lock per
-    wait; in the cache-cold moments after a decode that cost ~100 us a piece,
-    see benchmarks/README.md).
+    wait; ~100 us a piece in the cache-cold moments after a decode, see
+    benchmarks/README.md).
     """
 
-    __slots__ = ("fn", "_done", "finished", "result", "error")
+    __slots__ = ("fn", "_cancel", "_done", "finished", "cancelled", "result", "error", "_then")
 
-    def __init__(self, fn: Callable[[], T]) -> None:
+    def __init__(self, fn: Callable[[], T], cancel: Optional[Callable[[], Any]] = None) -> None:
         self.fn = fn
+        self._cancel = cancel
         self._done = threading.Lock()
         self._done.acquire()
         self.finished = False
+        self.cancelled = False
         self.result: List[T] = []
         self.error: Optional[BaseException] = None
+        self._then: Optional[Callable[[Job[T]], None]] = None
 
     def run(self) -> None:
         try:
+            if self.cancelled:
+                raise JobCancelled("cancelled before it started")
             self.result.append(self.fn())
         except BaseException as exc:  # noqa: BLE001 - re-raised by the waiting thread
             self.error = exc
         finally:
             self.finished = True
             self._done.release()
+            then = self._then
+            if then is not None:
+                then(self)
+
+    def cancel(self) -> None:
+        """Ask the call to stop (from any thread); a queued job will not start."""
+        self.cancelled = True
+        if self._cancel is not None and not self.finished:
+            self._cancel()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the call has ended (True) or ``timeout`` seconds passed
@@ -66,6 +98,14 @@ class Job(Generic[T]):
             return False
         self._done.release()  # so that every later wait() returns at once
         return True
+
+    def wait_through_interrupts(self) -> None:
+        """Wait for the end even through more Ctrl-Cs, cancelling again at each."""
+        while not self.finished:
+            try:
+                self.wait()
+            except KeyboardInterrupt:
+                self.cancel()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -102,51 +142,89 @@ def _serve(jobs: queue.SimpleQueue[Job[Any]]) -> None:
         jobs.get().run()
 
 
-def submit(fn: Callable[[], T]) -> Job[T]:
-    """Queue ``fn`` on the worker (started on first use, or anew after fork())."""
-    job: Job[T] = Job(fn)
-    if _worker is None:  # first use, or the first in a fork()ed child (_after_fork_in_child)
-        _start()
-    _jobs.put(job)
-    return job
-
-
 def _start() -> None:
     global _worker, _worker_pid, _jobs
     with _lock:
         if _worker is None or _worker_pid != os.getpid() or not _worker.is_alive():
             _jobs = queue.SimpleQueue()  # a fork()ed child may inherit a half-used queue
             _worker = threading.Thread(
-                target=_serve, args=(_jobs,), name="edgeveda-generate", daemon=True
+                target=_serve, args=(_jobs,), name="edgeveda-worker", daemon=True
             )
             _worker.start()
             _worker_pid = os.getpid()
 
 
-def run_interruptibly(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
-    """Run a blocking native call so that Ctrl-C cancels it.
+def submit(
+    fn: Callable[[], T],
+    cancel: Optional[Callable[[], Any]] = None,
+    then: Optional[Callable[[Job[T]], None]] = None,
+) -> Job[T]:
+    """Queue ``fn`` on the worker (started on first use, or anew after fork());
+    ``then(job)`` runs on the worker when it has ended."""
+    job: Job[T] = Job(fn, cancel)
+    job._then = then
+    if _worker is None:  # first use, or the first in a fork()ed child (_after_fork_in_child)
+        _start()
+    _jobs.put(job)
+    return job
 
-    Signals reach only the main thread, and only between bytecodes; so there
-    the call runs on the long-lived worker thread of ``_runner`` (the same
-    thread for every generation and stream piece of the process: one OpenMP
-    master, see there) while the main thread waits interruptibly, and on
-    KeyboardInterrupt calls ``cancel``, waits for the native call to wind down,
-    and re-raises. Other threads call directly.
-    """
+
+def on_worker() -> bool:
+    """True in the worker thread itself (a job that waits for another job
+    there would wait forever)."""
+    return threading.current_thread() is _worker
+
+
+def run(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+    """Call ``fn`` so that Ctrl-C cancels it: on the worker from the main
+    thread (waiting interruptibly), directly from any other thread."""
     if threading.current_thread() is not threading.main_thread():
         return fn()
-    job = submit(fn)
+    job = submit(fn, cancel)
     try:
         while not job.wait(0.25):
             pass
     except KeyboardInterrupt:
-        # The native call must end before the caller may release (and
-        # perhaps free) the context: wait for it, even through more Ctrl-Cs.
-        cancel()
-        while not job.finished:
-            try:
-                job.wait()
-            except KeyboardInterrupt:
-                cancel()
+        # The call must end before the caller may release (and perhaps free)
+        # what it uses: wait for it, even through more Ctrl-Cs.
+        job.cancel()
+        job.wait_through_interrupts()
         raise
     return job.outcome()
+
+
+async def run_async(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+    """Await ``fn`` run on the worker, without blocking the event loop.
+
+    When the awaiting task is cancelled, the job is cancelled and awaited
+    before the CancelledError goes on. From inside the worker itself (an
+    event loop run by a job), ``fn`` is called directly.
+    """
+    if on_worker():
+        return fn()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(_: Job[T]) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, done)
+        except RuntimeError:  # the loop is closed: nobody awaits any more
+            pass
+
+    job = submit(fn, cancel, settle)
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        job.cancel()
+        while not job.finished:
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                job.cancel()
+        raise
+    return job.outcome()
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
