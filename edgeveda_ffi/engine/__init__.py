@@ -1,16 +1,15 @@
 """The engine: one loaded model (:class:`EdgeVeda`), its streams, chat and
 callbacks, over the raw binding of ``edge_veda.h`` (:mod:`.bindings`).
 
-``config`` and ``results`` are pure Python; everything else needs the compiled
-extension and is imported on first use, so that importing the value types
-never loads the native library.
+``results`` is pure Python; everything else needs the compiled extension
+(``config`` reads its defaults from the core) and is imported on first use,
+so that importing the result types never loads the native library.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .config import Backend, Config, GenerationParams
 from .results import (
     EmbeddingResult,
     FinishReason,
@@ -23,6 +22,9 @@ from .results import (
 )
 
 _LAZY = {
+    "Backend": "config",
+    "Config": "config",
+    "GenerationParams": "config",
     "EdgeVeda": "llm",
     "TokenStream": "streams",
     "AsyncTokenStream": "streams",
@@ -32,9 +34,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "Backend",
-    "Config",
-    "GenerationParams",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",

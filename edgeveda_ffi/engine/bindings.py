@@ -1,33 +1,36 @@
-"""The compiled extension, checked: ``ffi``, ``lib`` and the error helpers.
+"""The raw binding of ``edge_veda.h``, in PyNaCl's shape: the checked
+extension (``ffi``, ``lib``) and one typed function per C function.
 
-Importing this module fails with a clear ImportError when the extension is
-missing or was built from another version of ``edge_veda.h`` (a stale build).
+Each function takes and returns Python values (a context or stream handle is
+the cffi pointer), frees what the C side allocated, and turns a non-zero
+``ev_error_t`` into the mapped exception with the calling thread's native
+message (:func:`check_native`). Nothing here holds state: lifetimes, locks,
+threads and callbacks' exceptions are the engine's (``llm.py``, ``streams.py``).
+A port reads this module beside the header, function for function.
+
+Importing it fails with a clear ImportError when the extension is missing or
+was built from another version of ``edge_veda.h`` (a stale build; see
+``extension.py``). ``marshal.py`` converts the C structs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import os
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .._version import HEADER_VERSION
-from ..errors import ConfigurationException, GenerationException, check
-from .config import GenerationParams
-from .results import FinishReason, GenerationStats
+from ..errors import ConfigurationException, GenerationException, NativeErrorCode
+from .extension import c_str, check_native, ffi, last_error, lib
+from .marshal import NativeParams, encode, parse_buffer_types, stats_from
+from .results import (
+    EmbeddingResult,
+    GenerationStats,
+    MemoryStats,
+    ModelInfo,
+    TokenInfo,
+)
 
-try:
-    from .._native import ffi, lib
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "edgeveda_ffi's native extension (edgeveda_ffi._native) is not built: "
-        "run `pip install .` in the source tree (it fetches llama.cpp and compiles the core). "
-        f"Original error: {exc}"
-    ) from exc
-
-_built = ffi.string(lib.ev_py_header_version()).decode()
-if _built != HEADER_VERSION or ffi.string(lib.ev_version()).decode() != HEADER_VERSION:
-    raise ImportError(
-        f"edgeveda_ffi._native was built from edge_veda.h {_built} but this package expects "
-        f"{HEADER_VERSION}: the build is stale; rebuild with `pip install .`"
-    )
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = [
     "ffi",
@@ -37,108 +40,400 @@ __all__ = [
     "check_native",
     "encode",
     "NativeParams",
-    "stats_from",
-    "parse_buffer_types",
+    # one per C function
+    "version",
+    "llama_version",
+    "system_info",
+    "error_string",
+    "detect_backend",
+    "is_backend_available",
+    "backend_name",
+    "set_verbose",
+    "config_defaults",
+    "generation_params_defaults",
+    "init",
+    "free",
+    "is_valid",
+    "generate",
+    "generate_cancel",
+    "get_last_generation_stats",
+    "generate_stream",
+    "stream_reader",
+    "stream_cancel",
+    "stream_free",
+    "stream_get_token_info",
+    "stream_get_stats",
+    "chat_apply_template",
+    "tokenize",
+    "detokenize",
+    "embed",
+    "get_model_info",
+    "model_buffer_types",
+    "get_memory_usage",
+    "set_memory_limit",
+    "memory_cleanup",
+    "set_memory_pressure_callback",
+    "reset",
+    "set_prompt_cache",
 ]
 
 
-def c_str(ptr: Any) -> str:
-    """A C string as ``str`` ("" for NULL), invalid UTF-8 replaced."""
-    if ptr == ffi.NULL:
-        return ""
-    return bytes(ffi.string(ptr)).decode("utf-8", errors="replace")
+def _take_string(ptr: Any) -> str:
+    """A string the core allocated, as ``str``; freed with ``ev_free_string``."""
+    try:
+        return bytes(ffi.string(ptr)).decode("utf-8", errors="replace")
+    finally:
+        lib.ev_free_string(ptr)
 
 
-def last_error() -> str:
-    """The calling thread's last native error message."""
-    return c_str(lib.ev_last_error_message())
+# ------------------------------------------------------------ process-wide
 
 
-def check_native(code: int, details: Optional[str] = None) -> None:
-    """``errors.check`` with this thread's native message as the details."""
-    if code != 0:
-        check(code, details if details is not None else (last_error() or None))
+def version() -> str:
+    """``ev_version``: the header version this core implements."""
+    return c_str(lib.ev_version())
 
 
-def encode(text: str, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise ConfigurationException(
-            "Invalid parameter", f"{what} must be a str, not {type(text).__name__}"
-        )
-    if "\x00" in text:
-        raise ConfigurationException("Invalid parameter", f"{what} must not contain NUL characters")
-    return text.encode("utf-8", errors="surrogatepass")
+def llama_version() -> str:
+    """``ev_llama_version``: the llama.cpp build inside."""
+    return c_str(lib.ev_llama_version())
 
 
-class NativeParams:
-    """An ``ev_generation_params`` and everything its pointers point at."""
-
-    __slots__ = ("ptr", "_keep")
-
-    def __init__(self, p: GenerationParams) -> None:
-        keep: List[Any] = []
-        ptr = ffi.new("ev_generation_params*")
-        lib.ev_generation_params_default(ptr)
-        ptr.max_tokens = p.max_tokens
-        ptr.temperature = p.temperature
-        ptr.top_p = p.top_p
-        ptr.top_k = p.top_k
-        ptr.repeat_penalty = p.repeat_penalty
-        ptr.frequency_penalty = p.frequency_penalty
-        ptr.presence_penalty = p.presence_penalty
-        ptr.confidence_threshold = p.confidence_threshold
-        if p.stop:
-            strs = [ffi.new("char[]", encode(s, "stop sequence")) for s in p.stop]
-            arr = ffi.new("const char*[]", strs)
-            keep += [strs, arr]
-            ptr.stop_sequences = arr
-            ptr.num_stop_sequences = len(strs)
-        if p.grammar:
-            g = ffi.new("char[]", encode(p.grammar, "grammar"))
-            keep.append(g)
-            ptr.grammar_str = g
-        if p.grammar_root:
-            r = ffi.new("char[]", encode(p.grammar_root, "grammar_root"))
-            keep.append(r)
-            ptr.grammar_root = r
-        if p.seed is not None or p.min_p:
-            x = ffi.new("ev_generation_extras*")
-            lib.ev_generation_extras_default(x)
-            if p.seed is not None:
-                x.seed = p.seed
-            x.min_p = p.min_p
-            keep.append(x)
-            ptr.reserved = x
-        self.ptr = ptr
-        self._keep = keep
+def system_info() -> str:
+    """``ev_system_info``: llama.cpp's CPU features and build options."""
+    return c_str(lib.ev_system_info())
 
 
-def stats_from(s: Any) -> GenerationStats:
-    return GenerationStats(
-        prompt_tokens=int(s.prompt_tokens),
-        cached_tokens=int(s.cached_tokens),
-        completion_tokens=int(s.generated_tokens),
-        prompt_ms=float(s.prompt_ms),
-        generation_ms=float(s.generation_ms),
-        first_token_ms=float(s.first_token_ms),
-        finish_reason=FinishReason.from_native(s.finish_reason),
+def error_string(code: int) -> str:
+    """``ev_error_string``: the fixed text of an ``ev_error_t``."""
+    return c_str(lib.ev_error_string(code))
+
+
+def detect_backend() -> int:
+    """``ev_detect_backend``: the best backend of this build and machine."""
+    return int(lib.ev_detect_backend())
+
+
+def is_backend_available(backend: int) -> bool:
+    """``ev_is_backend_available``."""
+    return bool(lib.ev_is_backend_available(backend))
+
+
+def backend_name(backend: int) -> str:
+    """``ev_backend_name``."""
+    return c_str(lib.ev_backend_name(backend))
+
+
+def set_verbose(enabled: bool) -> None:
+    """``ev_set_verbose``: llama.cpp's own logs on (to the log callback) or off."""
+    lib.ev_set_verbose(bool(enabled))
+
+
+_CONFIG_FIELDS = (
+    "backend",
+    "num_threads",
+    "context_size",
+    "batch_size",
+    "memory_limit_bytes",
+    "auto_unload_on_memory_pressure",
+    "gpu_layers",
+    "use_mmap",
+    "use_mlock",
+    "seed",
+    "flash_attn",
+    "kv_cache_type_k",
+    "kv_cache_type_v",
+)
+_PARAMS_FIELDS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "confidence_threshold",
+)
+
+
+def _plain(value: Any) -> Any:
+    # cffi gives float fields as Python floats of the C float: 0.8f is
+    # 0.800000011920929; round to the float's own precision for display
+    return float(f"{value:.7g}") if isinstance(value, float) else value
+
+
+def config_defaults() -> Dict[str, Any]:
+    """``ev_config_default`` + ``ev_config_extras_default`` as a dict (no model_path)."""
+    c = ffi.new("ev_config*")
+    lib.ev_config_default(c)
+    x = ffi.new("ev_config_extras*")
+    lib.ev_config_extras_default(x)
+    out = {name: _plain(getattr(c, name)) for name in _CONFIG_FIELDS}
+    out["cpu_extra_buffers"] = bool(x.cpu_extra_buffers)
+    return out
+
+
+def generation_params_defaults() -> Dict[str, Any]:
+    """``ev_generation_params_default`` + ``ev_generation_extras_default`` as a dict
+    (the extras' seed -2, "the engine's seed", is None)."""
+    p = ffi.new("ev_generation_params*")
+    lib.ev_generation_params_default(p)
+    x = ffi.new("ev_generation_extras*")
+    lib.ev_generation_extras_default(x)
+    out = {name: _plain(getattr(p, name)) for name in _PARAMS_FIELDS}
+    out["seed"] = None if x.seed == -2 else int(x.seed)
+    out["min_p"] = _plain(x.min_p)
+    return out
+
+
+# ------------------------------------------------------------ lifecycle
+
+
+def init(config: Config, on_progress: Optional[Any] = None) -> Tuple[Any, Optional[BaseException]]:
+    """``ev_init`` / ``ev_init_with_progress``: load ``config``'s model.
+
+    ``on_progress`` is a ``CallbackBox`` (``callbacks.py``) whose function gets
+    0..1 and returns False to abort. Returns the context and the exception the
+    callback raised (the load was then aborted and the context is NULL or freed);
+    a load failure raises.
+    """
+    c = ffi.new("ev_config*")
+    lib.ev_config_default(c)
+    path = ffi.new("char[]", os.fsencode(config.model_path))
+    c.model_path = path
+    for name in _CONFIG_FIELDS:
+        setattr(c, name, int(getattr(config, name)))
+    extras = ffi.new("ev_config_extras*")  # alive until ev_init returns
+    lib.ev_config_extras_default(extras)
+    extras.cpu_extra_buffers = 1 if config.cpu_extra_buffers else 0
+    c.reserved = extras
+    err = ffi.new("ev_error_t*")
+    if on_progress is not None:
+        handle = ffi.new_handle(on_progress)
+        ctx = lib.ev_init_with_progress(c, lib._ev_py_load_progress, handle, err)
+        if on_progress.pending is not None:
+            if ctx != ffi.NULL:
+                lib.ev_free(ctx)
+            return ffi.NULL, on_progress.take_pending()
+    else:
+        ctx = lib.ev_init(c, err)
+    if ctx == ffi.NULL:
+        check_native(err[0])
+        raise GenerationException("ev_init returned NULL without an error code")  # pragma: no cover
+    return ctx, None
+
+
+def free(ctx: Any) -> None:
+    """``ev_free``."""
+    lib.ev_free(ctx)
+
+
+def is_valid(ctx: Any) -> bool:
+    """``ev_is_valid``."""
+    return bool(lib.ev_is_valid(ctx))
+
+
+# ------------------------------------------------------------ generation
+
+
+def generate(ctx: Any, prompt: bytes, params: NativeParams) -> str:
+    """``ev_generate``: the whole completion (raises on failure)."""
+    out = ffi.new("char**")
+    check_native(lib.ev_generate(ctx, prompt, params.ptr, out))
+    return _take_string(out[0])
+
+
+def generate_cancel(ctx: Any) -> None:
+    """``ev_generate_cancel``: from any thread, lock-free."""
+    lib.ev_generate_cancel(ctx)
+
+
+def get_last_generation_stats(ctx: Any) -> GenerationStats:
+    """``ev_get_last_generation_stats`` (the calling thread's last generation)."""
+    st = ffi.new("ev_generation_stats*")
+    check_native(lib.ev_get_last_generation_stats(ctx, st))
+    return stats_from(st)
+
+
+def generate_stream(ctx: Any, prompt: bytes, params: NativeParams) -> Any:
+    """``ev_generate_stream``: the stream handle (raises on failure)."""
+    err = ffi.new("ev_error_t*")
+    handle = lib.ev_generate_stream(ctx, prompt, params.ptr, err)
+    if handle == ffi.NULL:
+        check_native(err[0])
+        raise GenerationException("ev_generate_stream returned NULL")  # pragma: no cover
+    return handle
+
+
+def stream_reader(handle: Any) -> Callable[[], Optional[str]]:
+    """``ev_stream_next`` for one stream: a function returning the next piece,
+    None at the end, raising on an error. Built once per stream (the per-piece
+    path allocates nothing); call it on the thread whose error message counts
+    (``ev_last_error_message`` is thread-local)."""
+    err = ffi.new("ev_error_t*")
+    null = ffi.NULL
+    ended = (0, NativeErrorCode.STREAM_ENDED)
+    stream_next = lib.ev_stream_next
+
+    def read() -> Optional[str]:
+        ptr = stream_next(handle, err)
+        if ptr == null:
+            if err[0] in ended:
+                return None
+            check_native(err[0])
+        try:
+            text: str = ffi.string(ptr).decode("utf-8")
+            return text
+        finally:
+            lib.ev_free_string(ptr)
+
+    return read
+
+
+def stream_cancel(handle: Any) -> None:
+    """``ev_stream_cancel``: from any thread."""
+    lib.ev_stream_cancel(handle)
+
+
+def stream_free(handle: Any) -> None:
+    """``ev_stream_free``."""
+    lib.ev_stream_free(handle)
+
+
+def stream_get_token_info(handle: Any) -> TokenInfo:
+    """``ev_stream_get_token_info``: the latest token's confidence."""
+    info = ffi.new("ev_stream_token_info*")
+    check_native(lib.ev_stream_get_token_info(handle, info))
+    return TokenInfo(
+        confidence=float(info.confidence),
+        avg_confidence=float(info.avg_confidence),
+        needs_cloud_handoff=bool(info.needs_cloud_handoff),
+        token_index=int(info.token_index),
     )
 
 
-def parse_buffer_types(text: str) -> Dict[str, float]:
-    """``ev_model_buffer_types``'s ``"CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB"``
-    as ``{"CPU_Mapped": 85.8, "CPU_REPACK": 57.0}``."""
-    out: Dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(", "))):
-        head, _, unit = part.rpartition(" ")  # "<name> <size> MiB"
-        name, _, size = head.rpartition(" ")
-        try:
-            mib = float(size)
-        except ValueError:
-            mib = -1.0
-        if unit != "MiB" or not name or mib < 0:
-            raise GenerationException(  # pragma: no cover - the core's own format
-                "Unexpected buffer types", f"cannot read {part!r} of {text!r}"
-            )
-        out[name] = mib
-    return out
+def stream_get_stats(handle: Any) -> GenerationStats:
+    """``ev_stream_get_stats``: counts and timings so far."""
+    st = ffi.new("ev_generation_stats*")
+    check_native(lib.ev_stream_get_stats(handle, st))
+    return stats_from(st)
+
+
+# ------------------------------------------------------------ text
+
+
+def chat_apply_template(
+    ctx: Any, messages: Sequence[Tuple[bytes, bytes]], add_assistant: bool
+) -> str:
+    """``ev_chat_apply_template``: ``(role, content)`` pairs in the model's template."""
+    keep: List[Any] = []
+    arr = ffi.new("ev_chat_message[]", max(len(messages), 1))
+    for i, (role, content) in enumerate(messages):
+        r, c = ffi.new("char[]", role), ffi.new("char[]", content)
+        keep += [r, c]
+        arr[i].role = r
+        arr[i].content = c
+    out = ffi.new("char**")
+    check_native(lib.ev_chat_apply_template(ctx, arr, len(messages), add_assistant, out))
+    return _take_string(out[0])
+
+
+def tokenize(ctx: Any, text: bytes, add_special: bool, parse_special: bool) -> List[int]:
+    """``ev_tokenize``."""
+    toks = ffi.new("int32_t**")
+    n = ffi.new("int*")
+    check_native(lib.ev_tokenize(ctx, text, add_special, parse_special, toks, n))
+    try:
+        return list(ffi.unpack(toks[0], n[0])) if n[0] else []
+    finally:
+        lib.ev_free_tokens(toks[0])
+
+
+def detokenize(ctx: Any, tokens: Sequence[int], special: bool) -> str:
+    """``ev_detokenize``; ids that are not int32 raise ConfigurationException."""
+    try:
+        arr = ffi.new("int32_t[]", list(tokens))
+    except (OverflowError, TypeError) as exc:
+        raise ConfigurationException(
+            "Invalid parameter", f"tokens must be int32 ids: {exc}", field="tokens"
+        ) from None
+    out = ffi.new("char**")
+    check_native(lib.ev_detokenize(ctx, arr, len(arr), special, out))
+    return _take_string(out[0])
+
+
+def embed(ctx: Any, text: bytes) -> EmbeddingResult:
+    """``ev_embed`` (the result is freed with ``ev_free_embeddings``)."""
+    res = ffi.new("ev_embed_result*")
+    check_native(lib.ev_embed(ctx, text, res))
+    try:
+        values = list(ffi.unpack(res.embeddings, res.dimensions))
+        return EmbeddingResult(values, int(res.dimensions), int(res.token_count))
+    finally:
+        lib.ev_free_embeddings(res)
+
+
+# ------------------------------------------------------------ model, memory
+
+
+def get_model_info(ctx: Any) -> ModelInfo:
+    """``ev_get_model_info``."""
+    info = ffi.new("ev_model_info*")
+    check_native(lib.ev_get_model_info(ctx, info))
+    return ModelInfo(
+        name=c_str(info.name),
+        architecture=c_str(info.architecture),
+        num_parameters=int(info.num_parameters),
+        context_length=int(info.context_length),
+        embedding_dim=int(info.embedding_dim),
+        num_layers=int(info.num_layers),
+    )
+
+
+def model_buffer_types(ctx: Any) -> Dict[str, float]:
+    """``ev_model_buffer_types``: buffer type name -> MiB of the model's weights."""
+    raw = lib.ev_model_buffer_types(ctx)
+    if raw == ffi.NULL:
+        check_native(int(NativeErrorCode.CONTEXT_INVALID))
+    return parse_buffer_types(c_str(raw))  # copied while the caller holds the context
+
+
+def get_memory_usage(ctx: Any) -> MemoryStats:
+    """``ev_get_memory_usage``."""
+    st = ffi.new("ev_memory_stats*")
+    check_native(lib.ev_get_memory_usage(ctx, st))
+    return MemoryStats(
+        current_bytes=int(st.current_bytes),
+        peak_bytes=int(st.peak_bytes),
+        limit_bytes=int(st.limit_bytes),
+        model_bytes=int(st.model_bytes),
+        context_bytes=int(st.context_bytes),
+    )
+
+
+def set_memory_limit(ctx: Any, limit_bytes: int) -> None:
+    """``ev_set_memory_limit`` (0 = none)."""
+    check_native(lib.ev_set_memory_limit(ctx, limit_bytes))
+
+
+def memory_cleanup(ctx: Any) -> None:
+    """``ev_memory_cleanup``."""
+    check_native(lib.ev_memory_cleanup(ctx))
+
+
+def set_memory_pressure_callback(ctx: Any, box: Any) -> Any:
+    """``ev_set_memory_pressure_callback`` with the Python trampoline; returns the
+    handle of ``box`` (a ``CallbackBox``), which must stay alive while registered."""
+    handle = ffi.new_handle(box)
+    check_native(lib.ev_set_memory_pressure_callback(ctx, lib._ev_py_pressure, handle))
+    return handle
+
+
+def reset(ctx: Any) -> None:
+    """``ev_reset``: forget the conversation (KV cache, prompt cache)."""
+    check_native(lib.ev_reset(ctx))
+
+
+def set_prompt_cache(ctx: Any, enabled: bool) -> None:
+    """``ev_set_prompt_cache``."""
+    check_native(lib.ev_set_prompt_cache(ctx, bool(enabled)))

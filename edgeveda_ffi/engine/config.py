@@ -1,5 +1,9 @@
 """Engine inputs: the configuration of an engine and the parameters of a
-generation. Pure Python; validated before any native call.
+generation, validated before any native call.
+
+The defaults are the core's own (``ev_config_default``,
+``ev_generation_params_default`` and their extras), read once from the
+library at import; nothing here restates them.
 
 Each class mirrors one C struct of ``edge_veda.h`` (field names in snake_case,
 same defaults), so a port can map them one to one.
@@ -14,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import ConfigurationException
+from .bindings import config_defaults, generation_params_defaults
 
 __all__ = [
     "CPU_EXTRA_BUFFERS_ENV",
@@ -22,6 +27,12 @@ __all__ = [
     "Config",
     "GenerationParams",
 ]
+
+
+#: The core's defaults (``ev_config_default`` + ``ev_config_extras_default``).
+_C_CONFIG = config_defaults()
+#: ``ev_generation_params_default`` + ``ev_generation_extras_default``.
+_C_PARAMS = generation_params_defaults()
 
 
 class Backend(enum.IntEnum):
@@ -57,7 +68,7 @@ class Backend(enum.IntEnum):
 
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigurationException:
-    return ConfigurationException("Invalid parameter", f"{name}={value!r}: {allowed}")
+    return ConfigurationException("Invalid parameter", f"{name}={value!r}: {allowed}", field=name)
 
 
 def _check_int(name: str, value: Any, lo: Optional[int], hi: Optional[int], allowed: str) -> int:
@@ -108,6 +119,7 @@ def cpu_extra_buffers_from_env() -> Optional[bool]:
             "Invalid parameter",
             f"{CPU_EXTRA_BUFFERS_ENV}={raw!r}: must be 'on' or 'off' (any case); "
             "unset it for the default (on)",
+            field="cpu_extra_buffers",
         )
     return value
 
@@ -115,7 +127,7 @@ def cpu_extra_buffers_from_env() -> Optional[bool]:
 def _parse_cpu_extra_buffers(value: Any) -> bool:
     if value is None:
         env = cpu_extra_buffers_from_env()
-        return True if env is None else env
+        return bool(_C_CONFIG["cpu_extra_buffers"]) if env is None else env
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _ON_OFF:
@@ -141,19 +153,19 @@ class Config:
     """
 
     model_path: str
-    backend: Backend = Backend.AUTO
-    num_threads: int = 0
-    context_size: int = 2048
-    batch_size: int = 512
-    memory_limit_bytes: int = 0
-    auto_unload_on_memory_pressure: bool = True
-    gpu_layers: int = -1
-    use_mmap: bool = True
-    use_mlock: bool = False
-    seed: int = -1
-    flash_attn: int = -1
-    kv_cache_type_k: int = 1
-    kv_cache_type_v: int = 1
+    backend: Backend = Backend(_C_CONFIG["backend"])
+    num_threads: int = _C_CONFIG["num_threads"]
+    context_size: int = _C_CONFIG["context_size"]
+    batch_size: int = _C_CONFIG["batch_size"]
+    memory_limit_bytes: int = _C_CONFIG["memory_limit_bytes"]
+    auto_unload_on_memory_pressure: bool = _C_CONFIG["auto_unload_on_memory_pressure"]
+    gpu_layers: int = _C_CONFIG["gpu_layers"]
+    use_mmap: bool = _C_CONFIG["use_mmap"]
+    use_mlock: bool = _C_CONFIG["use_mlock"]
+    seed: int = _C_CONFIG["seed"]
+    flash_attn: int = _C_CONFIG["flash_attn"]
+    kv_cache_type_k: int = _C_CONFIG["kv_cache_type_k"]
+    kv_cache_type_v: int = _C_CONFIG["kv_cache_type_v"]
     cpu_extra_buffers: Union[bool, str, None] = None
 
     def __post_init__(self) -> None:
@@ -198,19 +210,19 @@ class GenerationParams:
     token boundaries and never appear in the output. ``grammar`` is GBNF.
     """
 
-    max_tokens: int = 512
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    repeat_penalty: float = 1.1
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
+    max_tokens: int = _C_PARAMS["max_tokens"]
+    temperature: float = _C_PARAMS["temperature"]
+    top_p: float = _C_PARAMS["top_p"]
+    top_k: int = _C_PARAMS["top_k"]
+    repeat_penalty: float = _C_PARAMS["repeat_penalty"]
+    frequency_penalty: float = _C_PARAMS["frequency_penalty"]
+    presence_penalty: float = _C_PARAMS["presence_penalty"]
     stop: Tuple[str, ...] = ()
     grammar: Optional[str] = None
     grammar_root: Optional[str] = None
-    confidence_threshold: float = 0.0
-    seed: Optional[int] = None
-    min_p: float = 0.0
+    confidence_threshold: float = _C_PARAMS["confidence_threshold"]
+    seed: Optional[int] = _C_PARAMS["seed"]
+    min_p: float = _C_PARAMS["min_p"]
 
     def __post_init__(self) -> None:
         _check_int("max_tokens", self.max_tokens, 0, _INT32_MAX, ">= 0")

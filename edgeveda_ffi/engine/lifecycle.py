@@ -6,14 +6,14 @@ import os
 from typing import Any, List
 
 from ..errors import EngineClosedException
-from .bindings import lib
+from . import bindings
 
 __all__ = ["free_owned", "free_stream_owned", "foreign_process_error"]
 
 
 def _free_context(ctx: Any, boxes: List[Any]) -> None:
     # Runs exactly once: from close() or when the engine is garbage-collected.
-    lib.ev_free(ctx)
+    bindings.free(ctx)
     boxes.clear()  # handles may go only after the context can no longer call them
 
 
@@ -30,7 +30,7 @@ def free_owned(pid: int, ctx: Any, boxes: List[Any]) -> None:
 
 def free_stream_owned(pid: int, handle: Any) -> None:
     if os.getpid() == pid:
-        lib.ev_stream_free(handle)
+        bindings.stream_free(handle)
 
 
 def foreign_process_error(pid: int) -> EngineClosedException:

@@ -25,24 +25,9 @@ from typing import (
     Union,
 )
 
-from ..errors import (
-    ConfigurationException,
-    EngineClosedException,
-    GenerationException,
-    NativeErrorCode,
-)
-from . import worker
-from .bindings import (
-    NativeParams,
-    c_str,
-    check_native,
-    encode,
-    ffi,
-    last_error,
-    lib,
-    parse_buffer_types,
-    stats_from,
-)
+from ..errors import ConfigurationException, EdgeVedaException, EngineClosedException
+from . import bindings, worker
+from .bindings import NativeParams, encode
 from .callbacks import CallbackBox
 from .config import Backend, Config, GenerationParams
 from .lifecycle import foreign_process_error, free_owned
@@ -66,9 +51,9 @@ _log.addHandler(logging.NullHandler())
 
 # llama.cpp's logs go to the `edgeveda_ffi.llama` logger (quiet unless the
 # application configures logging).
-lib.ev_set_log_callback(lib._ev_py_log, ffi.NULL)
+bindings.lib.ev_set_log_callback(bindings.lib._ev_py_log, bindings.ffi.NULL)
 
-T = TypeVar("T")
+R = TypeVar("R")
 ChatMessage = Mapping[str, str]
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -146,44 +131,10 @@ class EdgeVeda:
         self._buffer_types: Optional[Dict[str, float]] = None
         self._stream_ref: Optional[weakref.ref[TokenStream]] = None
 
-        c = ffi.new("ev_config*")
-        lib.ev_config_default(c)
-        path = ffi.new("char[]", os.fsencode(config.model_path))
-        c.model_path = path
-        c.backend = int(config.backend)
-        c.num_threads = config.num_threads
-        c.context_size = config.context_size
-        c.batch_size = config.batch_size
-        c.memory_limit_bytes = config.memory_limit_bytes
-        c.auto_unload_on_memory_pressure = config.auto_unload_on_memory_pressure
-        c.gpu_layers = config.gpu_layers
-        c.use_mmap = config.use_mmap
-        c.use_mlock = config.use_mlock
-        c.seed = config.seed
-        c.flash_attn = config.flash_attn
-        c.kv_cache_type_k = config.kv_cache_type_k
-        c.kv_cache_type_v = config.kv_cache_type_v
-        extras = ffi.new("ev_config_extras*")  # alive until ev_init returns
-        lib.ev_config_extras_default(extras)
-        extras.cpu_extra_buffers = 1 if config.cpu_extra_buffers else 0
-        c.reserved = extras
-
-        err = ffi.new("ev_error_t*")
-        if on_load_progress is not None:
-            box = CallbackBox(on_load_progress)
-            handle = ffi.new_handle(box)
-            ctx = lib.ev_init_with_progress(c, lib._ev_py_load_progress, handle, err)
-            if box.pending is not None:
-                if ctx != ffi.NULL:
-                    lib.ev_free(ctx)
-                raise box.pending
-        else:
-            ctx = lib.ev_init(c, err)
-        if ctx == ffi.NULL:
-            check_native(err[0])
-            raise GenerationException(  # pragma: no cover
-                "ev_init returned NULL without an error code"
-            )
+        box = CallbackBox(on_load_progress) if on_load_progress is not None else None
+        ctx, aborted_by = bindings.init(config, box)
+        if aborted_by is not None:
+            raise aborted_by
         self._ctx = ctx
         self._closed = False
         self._pid = os.getpid()
@@ -213,7 +164,7 @@ class EdgeVeda:
         if stream is not None:
             stream.close()
         if busy:
-            lib.ev_generate_cancel(self._ctx)  # the context is alive until _release
+            bindings.generate_cancel(self._ctx)  # the context is alive until _release
         else:
             self._finalizer()
 
@@ -259,25 +210,30 @@ class EdgeVeda:
                 "Engine is closed", "this EdgeVeda was closed; create a new one"
             )
 
-    def _native(self, fn: Callable[..., int], *args: Any) -> None:
-        """Call ``fn(ctx, *args)`` while holding the context, and check the code."""
+    def _call(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(ctx, *args)`` (a function of ``bindings``) while holding the
+        context. An exception a memory-pressure callback raised during the
+        call is raised in preference to the call's own result or error."""
         ctx = self._acquire()
         try:
-            code = fn(ctx, *args)
-            err = last_error() if code != 0 else None
+            result = fn(ctx, *args)
+        except EdgeVedaException as exc:
+            pending = self._take_pending()
+            if pending is not None:
+                raise pending from exc
+            raise
         finally:
             self._release()
-        self._check(code, err)
-
-    def _check(self, code: int, details: Optional[str] = None) -> None:
         self._raise_pending()
-        check_native(code, details)
+        return result
+
+    def _take_pending(self) -> Optional[BaseException]:
+        box = self._pressure_box
+        return box.take_pending() if box is not None else None
 
     def _raise_pending(self) -> None:
-        box = self._pressure_box
-        if box is not None and box.pending is not None:
-            exc = box.take_pending()
-            assert exc is not None
+        exc = self._take_pending()
+        if exc is not None:
             raise exc
 
     # ------------------------------------------------------------ generation
@@ -305,27 +261,18 @@ class EdgeVeda:
         p = self._params(params, kwargs)
         data = encode(prompt, "prompt")
         native = NativeParams(p)
-        ctx = self._acquire()
 
-        def call() -> Tuple[int, str, Optional[str], Optional[GenerationStats]]:
-            out = ffi.new("char**")
-            code = lib.ev_generate(ctx, data, native.ptr, out)
-            if code != 0:
-                return code, "", last_error(), None
-            try:
-                text = bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
-            finally:
-                lib.ev_free_string(out[0])
-            st = ffi.new("ev_generation_stats*")
-            lib.ev_get_last_generation_stats(ctx, st)
-            return 0, text, None, stats_from(st)
+        def call(ctx: Any) -> Tuple[str, GenerationStats]:
+            # on the thread that ran the generation: the stats are per thread
+            return worker.run(
+                lambda: (
+                    bindings.generate(ctx, data, native),
+                    bindings.get_last_generation_stats(ctx),
+                ),
+                lambda: bindings.generate_cancel(ctx),
+            )
 
-        try:
-            code, text, err, stats = self._interruptible(call, ctx)
-        finally:
-            self._release()
-        self._check(code, err)
-        assert stats is not None
+        text, stats = self._call(call)
         return GenerateResult(
             text=text,
             prompt_tokens=stats.prompt_tokens,
@@ -334,11 +281,6 @@ class EdgeVeda:
             stats=stats,
             latency_ms=stats.prompt_ms + stats.generation_ms,
         )
-
-    def _interruptible(self, fn: Callable[[], T], ctx: Any) -> T:
-        """Run a blocking native generation so that Ctrl-C cancels it (see
-        :func:`worker.run`)."""
-        return worker.run(fn, lambda: lib.ev_generate_cancel(ctx))
 
     def stream(
         self,
@@ -357,17 +299,7 @@ class EdgeVeda:
         """
         p = self._params(params, kwargs)
         data = encode(prompt, "prompt")
-        native = NativeParams(p)
-        ctx = self._acquire()
-        err = ffi.new("ev_error_t*")
-        try:
-            handle = lib.ev_generate_stream(ctx, data, native.ptr, err)
-            msg = last_error() if handle == ffi.NULL else None
-        finally:
-            self._release()
-        if handle == ffi.NULL:
-            self._check(err[0], msg)
-            raise GenerationException("ev_generate_stream returned NULL")  # pragma: no cover
+        handle = self._call(bindings.generate_stream, data, NativeParams(p))
         stream = TokenStream(self, handle, token_info)
         self._stream_ref = weakref.ref(stream)
         return stream
@@ -406,8 +338,7 @@ class EdgeVeda:
         self, messages: Sequence[ChatMessage], add_assistant: bool = True
     ) -> str:
         """The prompt text for ``messages`` in the model's template."""
-        keep: List[Any] = []
-        arr = ffi.new("ev_chat_message[]", max(len(messages), 1))
+        pairs: List[Tuple[bytes, bytes]] = []
         for i, m in enumerate(messages):
             try:
                 role, content = m["role"], m["content"]
@@ -415,18 +346,12 @@ class EdgeVeda:
                 raise ConfigurationException(
                     "Invalid parameter",
                     f"messages[{i}] must be a mapping with 'role' and 'content'",
+                    field=f"messages[{i}]",
                 ) from None
-            r = ffi.new("char[]", encode(role, f"messages[{i}].role"))
-            c = ffi.new("char[]", encode(content, f"messages[{i}].content"))
-            keep += [r, c]
-            arr[i].role = r
-            arr[i].content = c
-        out = ffi.new("char**")
-        self._native(lib.ev_chat_apply_template, arr, len(messages), add_assistant, out)
-        try:
-            return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
-        finally:
-            lib.ev_free_string(out[0])
+            pairs.append(
+                (encode(role, f"messages[{i}].role"), encode(content, f"messages[{i}].content"))
+            )
+        return self._call(bindings.chat_apply_template, pairs, add_assistant)
 
     def cancel(self) -> None:
         """Cancel the generation or stream running on this engine, from any thread.
@@ -438,24 +363,22 @@ class EdgeVeda:
         except EngineClosedException:
             return
         try:
-            lib.ev_generate_cancel(ctx)
+            bindings.generate_cancel(ctx)
         finally:
             self._release()
 
     def reset(self) -> None:
         """Forget the conversation state (KV cache and prompt cache)."""
-        self._native(lib.ev_reset)
+        self._call(bindings.reset)
 
     def set_prompt_cache(self, enabled: bool) -> None:
         """Reuse the KV cache for prompts that extend the previous one (default on)."""
-        self._native(lib.ev_set_prompt_cache, bool(enabled))
+        self._call(bindings.set_prompt_cache, enabled)
 
     @property
     def last_stats(self) -> GenerationStats:
         """Stats of this thread's last finished generation on this engine."""
-        st = ffi.new("ev_generation_stats*")
-        self._native(lib.ev_get_last_generation_stats, st)
-        return stats_from(st)
+        return self._call(bindings.get_last_generation_stats)
 
     # ---------------------------------------------------------- tokenizer
 
@@ -463,42 +386,19 @@ class EdgeVeda:
         self, text: str, add_special: bool = True, parse_special: bool = True
     ) -> List[int]:
         """Token ids of ``text`` (BOS added only when the model asks for it)."""
-        data = encode(text, "text")
-        toks = ffi.new("int32_t**")
-        n = ffi.new("int*")
-        self._native(lib.ev_tokenize, data, add_special, parse_special, toks, n)
-        try:
-            return list(ffi.unpack(toks[0], n[0])) if n[0] else []
-        finally:
-            lib.ev_free_tokens(toks[0])
+        return self._call(
+            bindings.tokenize, encode(text, "text"), bool(add_special), bool(parse_special)
+        )
 
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
         """Text of ``tokens``; ids outside the vocabulary raise ConfigurationException."""
-        try:
-            arr = ffi.new("int32_t[]", list(tokens))
-        except (OverflowError, TypeError) as exc:
-            raise ConfigurationException(
-                "Invalid parameter", f"tokens must be int32 ids: {exc}"
-            ) from None
-        out = ffi.new("char**")
-        self._native(lib.ev_detokenize, arr, len(arr), special, out)
-        try:
-            return bytes(ffi.string(out[0])).decode("utf-8", errors="replace")
-        finally:
-            lib.ev_free_string(out[0])
+        return self._call(bindings.detokenize, tokens, bool(special))
 
     # --------------------------------------------------------- embeddings
 
     def embed(self, text: str) -> EmbeddingResult:
         """A mean-pooled, L2-normalized embedding of ``text`` (up to 512 tokens)."""
-        data = encode(text, "text")
-        res = ffi.new("ev_embed_result*")
-        self._native(lib.ev_embed, data, res)
-        try:
-            values = list(ffi.unpack(res.embeddings, res.dimensions))
-            return EmbeddingResult(values, int(res.dimensions), int(res.token_count))
-        finally:
-            lib.ev_free_embeddings(res)
+        return self._call(bindings.embed, encode(text, "text"))
 
     # -------------------------------------------------------- model, memory
 
@@ -507,16 +407,7 @@ class EdgeVeda:
         """Name, architecture, parameters, context length, embedding size, layers."""
         self._ensure_open()  # also when cached: every use after close() raises
         if self._model_info is None:
-            info = ffi.new("ev_model_info*")
-            self._native(lib.ev_get_model_info, info)
-            self._model_info = ModelInfo(
-                name=c_str(info.name),
-                architecture=c_str(info.architecture),
-                num_parameters=int(info.num_parameters),
-                context_length=int(info.context_length),
-                embedding_dim=int(info.embedding_dim),
-                num_layers=int(info.num_layers),
-            )
+            self._model_info = self._call(bindings.get_model_info)
         return self._model_info
 
     @property
@@ -529,18 +420,7 @@ class EdgeVeda:
         """
         self._ensure_open()
         if self._buffer_types is None:
-            ctx = self._acquire()
-            try:
-                raw = lib.ev_model_buffer_types(ctx)
-                # copied while the context is held (the string is the context's)
-                text = c_str(raw) if raw != ffi.NULL else None
-                err = last_error() if raw == ffi.NULL else None
-            finally:
-                self._release()
-            if text is None:
-                check_native(int(NativeErrorCode.CONTEXT_INVALID), err)
-                raise GenerationException("ev_model_buffer_types returned NULL")  # pragma: no cover
-            self._buffer_types = parse_buffer_types(text)
+            self._buffer_types = self._call(bindings.model_buffer_types)
         return dict(self._buffer_types)
 
     @property
@@ -551,21 +431,13 @@ class EdgeVeda:
         except EngineClosedException:
             return False
         try:
-            return bool(lib.ev_is_valid(ctx))
+            return bindings.is_valid(ctx)
         finally:
             self._release()
 
     def memory_stats(self) -> MemoryStats:
         """llama.cpp's buffer sizes for this engine (returns at once, from any thread)."""
-        st = ffi.new("ev_memory_stats*")
-        self._native(lib.ev_get_memory_usage, st)
-        return MemoryStats(
-            current_bytes=int(st.current_bytes),
-            peak_bytes=int(st.peak_bytes),
-            limit_bytes=int(st.limit_bytes),
-            model_bytes=int(st.model_bytes),
-            context_bytes=int(st.context_bytes),
-        )
+        return self._call(bindings.get_memory_usage)
 
     def set_memory_limit(self, limit_bytes: int) -> None:
         """Set the memory limit (0 = none). At >= 90 % use the pressure callbacks
@@ -577,10 +449,11 @@ class EdgeVeda:
             or not 0 <= limit_bytes < 2**63
         ):
             raise ConfigurationException(
-                "Invalid parameter", f"limit_bytes={limit_bytes!r}: an int >= 0"
+                "Invalid parameter",
+                f"limit_bytes={limit_bytes!r}: an int >= 0",
+                field="limit_bytes",
             )
-        self._native(lib.ev_set_memory_limit, limit_bytes)
-        self._raise_pending()
+        self._call(bindings.set_memory_limit, limit_bytes)
 
     def memory_cleanup(self) -> MemoryStats:
         """Free what can be freed without unloading the model.
@@ -590,7 +463,7 @@ class EdgeVeda:
         :meth:`embed` creates on first use. Returns the stats afterwards.
         Raises InitializationException while a stream is open on this engine.
         """
-        self._native(lib.ev_memory_cleanup)
+        self._call(bindings.memory_cleanup)
         return self.memory_stats()
 
     def on_memory_pressure(
@@ -603,14 +476,15 @@ class EdgeVeda:
         that triggered it. Returns a function that unregisters the callback.
         """
         if not callable(callback):
-            raise ConfigurationException("Invalid parameter", "callback must be callable")
+            raise ConfigurationException(
+                "Invalid parameter", "callback must be callable", field="callback"
+            )
         self._ensure_open()
         if self._pressure_box is None:
             # The box must not hold the engine strongly: the finalizer keeps the
             # boxes alive, so a bound method here would make the engine immortal.
             box = CallbackBox(_weak_dispatch(weakref.ref(self)))
-            handle = ffi.new_handle(box)
-            self._native(lib.ev_set_memory_pressure_callback, lib._ev_py_pressure, handle)
+            handle = self._call(bindings.set_memory_pressure_callback, box)
             self._pressure_box = box
             self._boxes += [box, handle]
         self._pressure_callbacks.append(callback)

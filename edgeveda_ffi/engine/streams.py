@@ -8,11 +8,10 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional, Tuple
 
-from ..errors import GenerationException, NativeErrorCode
-from . import worker
-from .bindings import check_native, ffi, last_error, lib, stats_from
+from ..errors import EdgeVedaException, GenerationException
+from . import bindings, worker
 from .config import GenerationParams
 from .lifecycle import foreign_process_error, free_stream_owned
 from .results import GenerationStats, TokenInfo
@@ -32,29 +31,6 @@ class StreamPiece:
 
     def __str__(self) -> str:
         return self.text
-
-
-def _stream_puller(handle: Any) -> Callable[[], Tuple[Optional[str], int, Optional[str]]]:
-    """One ``ev_stream_next`` with its result made Python: ``(text, 0, None)``,
-    or ``(None, code, message)`` at the end or on an error. Built once per
-    stream, and run where the native call runs (the worker, from the main
-    thread), so the message is that thread's (ev_last_error_message is
-    thread-local) and the main thread does as little as possible per piece."""
-    err = ffi.new("ev_error_t*")
-    null = ffi.NULL
-
-    def pull() -> Tuple[Optional[str], int, Optional[str]]:
-        ptr = lib.ev_stream_next(handle, err)
-        if ptr == null:
-            code = err[0]
-            ended = code in (0, NativeErrorCode.STREAM_ENDED)
-            return None, code, (None if ended else last_error())
-        try:
-            return ffi.string(ptr).decode("utf-8"), 0, None
-        finally:
-            lib.ev_free_string(ptr)
-
-    return pull
 
 
 class AsyncTokenStream(AsyncIterator[str]):
@@ -149,8 +125,8 @@ class TokenStream(Iterator[Any]):
         self._lock = threading.Lock()
         self._pid = engine._pid
         self._forks = worker.fork_count
-        self._pull = _stream_puller(handle)
-        self._cancel_native = lambda: lib.ev_stream_cancel(handle)
+        self._read = bindings.stream_reader(handle)
+        self._cancel_native = lambda: bindings.stream_cancel(handle)
         self._finalizer = weakref.finalize(self, free_stream_owned, self._pid, handle)
 
     def __iter__(self) -> TokenStream:
@@ -163,13 +139,17 @@ class TokenStream(Iterator[Any]):
         with self._lock:
             if self._done or self._handle is None:
                 return None
-            text, code, message = worker.run(self._pull, self._cancel_native)
+            try:
+                text = worker.run(self._read, self._cancel_native)
+            except EdgeVedaException as exc:
+                self._done = True
+                pending = self._engine._take_pending()
+                if pending is not None:
+                    raise pending from exc
+                raise
             if text is None:
                 self._done = True
                 self._engine._raise_pending()
-                if code in (0, NativeErrorCode.STREAM_ENDED):
-                    return None
-                check_native(code, message)
             return text
 
     def __next__(self) -> Any:
@@ -189,21 +169,12 @@ class TokenStream(Iterator[Any]):
 
     def token_info(self) -> TokenInfo:
         """Confidence information for the latest token."""
-        info = ffi.new("ev_stream_token_info*")
-        check_native(lib.ev_stream_get_token_info(self._live(), info))
-        return TokenInfo(
-            confidence=float(info.confidence),
-            avg_confidence=float(info.avg_confidence),
-            needs_cloud_handoff=bool(info.needs_cloud_handoff),
-            token_index=int(info.token_index),
-        )
+        return bindings.stream_get_token_info(self._live())
 
     @property
     def stats(self) -> GenerationStats:
         """Counts and timings so far (finish_reason once ended)."""
-        st = ffi.new("ev_generation_stats*")
-        check_native(lib.ev_stream_get_stats(self._live(), st))
-        return stats_from(st)
+        return bindings.stream_get_stats(self._live())
 
     def _live(self) -> Any:
         if self._handle is None:
@@ -218,7 +189,7 @@ class TokenStream(Iterator[Any]):
         """Stop the stream from any thread; the iteration then ends."""
         h = self._handle
         if h is not None and self._pid == os.getpid():
-            lib.ev_stream_cancel(h)
+            bindings.stream_cancel(h)
 
     def close(self) -> None:
         """Cancel and free the native stream. Idempotent."""
@@ -234,7 +205,7 @@ class TokenStream(Iterator[Any]):
             self._handle = None
             self._done = True
             return True
-        lib.ev_stream_cancel(h)
+        bindings.stream_cancel(h)
         with self._lock:
             self._handle = None
             self._done = True
