@@ -18,6 +18,7 @@ from typing import Any
 
 from ._version import HEADER_VERSION, __version__
 from .engine import (
+    CPU_EXTRA_BUFFERS_ENV,
     EmbeddingResult,
     FinishReason,
     GenerateResult,
@@ -26,6 +27,7 @@ from .engine import (
     MemoryStats,
     ModelInfo,
     TokenInfo,
+    cpu_extra_buffers_from_env,
 )
 from .errors import (
     ChecksumException,
@@ -64,6 +66,8 @@ _LAZY = {
 __all__ = [
     "__version__",
     "HEADER_VERSION",
+    "CPU_EXTRA_BUFFERS_ENV",
+    "cpu_extra_buffers_from_env",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",

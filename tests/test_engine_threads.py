@@ -7,12 +7,12 @@ a stream in the main thread of a real subprocess.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import asyncio
 import threading
 import time
 from pathlib import Path

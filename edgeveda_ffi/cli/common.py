@@ -132,14 +132,13 @@ _FLAGS = {
 
 def usage_from_config_error(exc: ConfigurationException) -> UsageError:
     """A ConfigurationException raised while validating flags, as a UsageError
-    naming the flag (``argument --temperature: -1.0: >= 0 (0 = greedy)``)."""
-    details = exc.details or exc.message
-    field = re.split(r"[=\[ ]", details, maxsplit=1)[0]
-    flag = _FLAGS.get(field)
+    naming the flag of its ``field``
+    (``argument --temperature: invalid value: temperature=-1.0: >= 0 (0 = greedy)``)."""
+    details = _one_line(exc.details or exc.message, _MAX_DETAIL)
+    flag = _FLAGS.get(exc.field or "")
     if flag is None:
-        return UsageError(_one_line(details, _MAX_DETAIL))
-    value = details.split("=", 1)[1] if "=" in details else details
-    return UsageError(f"argument {flag}: invalid value {_one_line(value, _MAX_DETAIL)}")
+        return UsageError(details)
+    return UsageError(f"argument {flag}: invalid value: {details}")
 
 
 # -------------------------------------------------------------------------- logging

@@ -22,8 +22,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence
 
-from .._version import HEADER_VERSION, __version__
-from ..engine.config import CPU_EXTRA_BUFFERS_ENV
+from .. import CPU_EXTRA_BUFFERS_ENV, HEADER_VERSION, __version__
 from ..errors import ConfigurationException, EdgeVedaException
 from .common import (
     EXIT_ERROR,
@@ -46,8 +45,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..engine.config import GenerationParams
-    from ..engine.llm import EdgeVeda
+    from .. import EdgeVeda, GenerationParams
     from ..models.manager import ModelManager
 
 __all__ = ["main", "build_parser"]
@@ -56,6 +54,26 @@ PROG = "edgeveda"
 
 
 # ----------------------------------------------------------------------------- parser
+
+
+def _core_default(kind: str, name: str) -> str:
+    """A default of the core (``ev_config_default`` / ``ev_generation_params_default``,
+    as ``Config`` and ``GenerationParams`` read them), for the help text; "the
+    core's" when the extension cannot be loaded (``edgeveda --help`` still works)."""
+    try:
+        from .. import Config, GenerationParams
+    except ImportError:
+        return "the core's"
+    cls = Config if kind == "config" else GenerationParams
+    return str(next(f.default for f in dataclasses.fields(cls) if f.name == name))
+
+
+def _C(name: str) -> str:
+    return _core_default("config", name)
+
+
+def _G(name: str) -> str:
+    return _core_default("params", name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,10 +136,14 @@ def _model_options(model_help: Optional[str] = None) -> _Parser:
         type=int,
         metavar="N",
         default=None,
-        help="context size in tokens (default 2048; 0 = the model's own)",
+        help=f"context size in tokens (default {_C('context_size')}; 0 = the model's own)",
     )
     g.add_argument(
-        "--threads", type=int, metavar="N", default=None, help="CPU threads (default 0 = auto)"
+        "--threads",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"CPU threads (default {_C('num_threads')}; 0 = auto)",
     )
     g.add_argument(
         "--backend",
@@ -149,7 +171,7 @@ def _sampling_options() -> _Parser:
         type=int,
         metavar="N",
         default=None,
-        help="most tokens to generate (default 512)",
+        help=f"most tokens to generate (default {_G('max_tokens')})",
     )
     g.add_argument(
         "-t",
@@ -157,21 +179,35 @@ def _sampling_options() -> _Parser:
         type=float,
         metavar="T",
         default=None,
-        help="sampling temperature; 0 = greedy (default 0.8)",
+        help=f"sampling temperature; 0 = greedy (default {_G('temperature')})",
     )
     g.add_argument(
-        "--top-p", type=float, metavar="P", default=None, help="nucleus sampling (default 0.95)"
+        "--top-p",
+        type=float,
+        metavar="P",
+        default=None,
+        help=f"nucleus sampling (default {_G('top_p')})",
     )
     g.add_argument(
-        "--top-k", type=int, metavar="K", default=None, help="top-k sampling; 0 = off (default 40)"
+        "--top-k",
+        type=int,
+        metavar="K",
+        default=None,
+        help=f"top-k sampling; 0 = off (default {_G('top_k')})",
     )
-    g.add_argument("--min-p", type=float, metavar="P", default=None, help="min-p sampling; 0 = off")
+    g.add_argument(
+        "--min-p",
+        type=float,
+        metavar="P",
+        default=None,
+        help=f"min-p sampling; 0 = off (default {_G('min_p')})",
+    )
     g.add_argument(
         "--repeat-penalty",
         type=float,
         metavar="X",
         default=None,
-        help="repetition penalty; 1 = off (default 1.1)",
+        help=f"repetition penalty; 1 = off (default {_G('repeat_penalty')})",
     )
     g.add_argument(
         "--seed",
@@ -378,7 +414,7 @@ def _manager(args: argparse.Namespace) -> ModelManager:
 
 def _gen_params(args: argparse.Namespace) -> GenerationParams:
     """GenerationParams from the flags, validated before any work (exit 2 if bad)."""
-    from ..engine.config import GenerationParams
+    from .. import GenerationParams
 
     if args.json and args.grammar is not None:
         raise UsageError("--json and --grammar cannot be used together")
@@ -401,7 +437,7 @@ def _gen_params(args: argparse.Namespace) -> GenerationParams:
 
 def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """Config fields from the flags, validated before any work (exit 2 if bad)."""
-    from ..engine.config import Config
+    from .. import Config
 
     kw: Dict[str, Any] = {}
     if args.ctx_size is not None:
@@ -422,7 +458,7 @@ def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
 def _open_engine(
     path: Path, config_kwargs: Dict[str, Any], params: Optional[GenerationParams] = None
 ) -> EdgeVeda:
-    from ..engine.llm import EdgeVeda
+    from .. import EdgeVeda
 
     return EdgeVeda(path, defaults=params, **config_kwargs)
 
@@ -532,7 +568,7 @@ _CPU_BUILD_OPTIONS = ("LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE")
 
 def _cpu_extra_buffers_setting(args: argparse.Namespace) -> Dict[str, Any]:
     """The extra-buffers switch in force for this command, and where it came from."""
-    from ..engine.config import cpu_extra_buffers_from_env
+    from .. import cpu_extra_buffers_from_env
 
     if args.cpu_extra_buffers is not None:
         return {"enabled": args.cpu_extra_buffers == "on", "source": "--cpu-extra-buffers"}
@@ -549,7 +585,7 @@ def _mib_list(buffers: Dict[str, float]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config_kwargs(args)
     try:
-        from ..engine.info import native_info
+        from .. import native_info
     except ImportError as exc:
         raise CliError(str(exc)) from exc
     from ..models.manager import DEFAULT_MODEL_ID

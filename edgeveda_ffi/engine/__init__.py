@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .environment import CPU_EXTRA_BUFFERS_ENV, cpu_extra_buffers_from_env
 from .results import (
     EmbeddingResult,
     FinishReason,
@@ -34,6 +35,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "CPU_EXTRA_BUFFERS_ENV",
+    "cpu_extra_buffers_from_env",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import enum
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import ConfigurationException
 from .bindings import config_defaults, generation_params_defaults
+from .environment import _ON_OFF, CPU_EXTRA_BUFFERS_ENV, cpu_extra_buffers_from_env
 
 __all__ = [
     "CPU_EXTRA_BUFFERS_ENV",
@@ -67,8 +67,13 @@ class Backend(enum.IntEnum):
         raise ConfigurationException("Invalid parameter", f"backend {value!r} has the wrong type")
 
 
-def _bad(name: str, value: Any, allowed: str) -> ConfigurationException:
-    return ConfigurationException("Invalid parameter", f"{name}={value!r}: {allowed}", field=name)
+def _bad(
+    name: str, value: Any, allowed: str, field: Optional[str] = None
+) -> ConfigurationException:
+    """The error for one field (``field``, when ``name`` is an element such as ``stop[1]``)."""
+    return ConfigurationException(
+        "Invalid parameter", f"{name}={value!r}: {allowed}", field=field or name
+    )
 
 
 def _check_int(name: str, value: Any, lo: Optional[int], hi: Optional[int], allowed: str) -> int:
@@ -100,28 +105,6 @@ def _check_float(
 
 
 _INT32_MAX = 2**31 - 1
-
-#: Environment variable giving ``Config.cpu_extra_buffers`` when the field is not given.
-CPU_EXTRA_BUFFERS_ENV = "EDGEVEDA_CPU_EXTRA_BUFFERS"
-
-_ON_OFF = {"on": True, "off": False}
-
-
-def cpu_extra_buffers_from_env() -> Optional[bool]:
-    """``$EDGEVEDA_CPU_EXTRA_BUFFERS`` as a bool (``on``/``off``, any case), or
-    None when it is unset or empty; any other value raises ConfigurationException."""
-    raw = os.environ.get(CPU_EXTRA_BUFFERS_ENV)
-    if raw is None or not raw.strip():
-        return None
-    value = _ON_OFF.get(raw.strip().lower())
-    if value is None:
-        raise ConfigurationException(
-            "Invalid parameter",
-            f"{CPU_EXTRA_BUFFERS_ENV}={raw!r}: must be 'on' or 'off' (any case); "
-            "unset it for the default (on)",
-            field="cpu_extra_buffers",
-        )
-    return value
 
 
 def _parse_cpu_extra_buffers(value: Any) -> bool:
@@ -243,11 +226,11 @@ class GenerationParams:
             raise _bad("stop", self.stop, "must be a string or a sequence of strings")
         for i, s in enumerate(stop):
             if not isinstance(s, str):
-                raise _bad(f"stop[{i}]", s, "must be a string")
+                raise _bad(f"stop[{i}]", s, "must be a string", "stop")
             if not s:
-                raise _bad(f"stop[{i}]", s, "must not be empty")
+                raise _bad(f"stop[{i}]", s, "must not be empty", "stop")
             if "\x00" in s:
-                raise _bad(f"stop[{i}]", s, "must not contain NUL")
+                raise _bad(f"stop[{i}]", s, "must not contain NUL", "stop")
         object.__setattr__(self, "stop", tuple(stop))
         for name in ("grammar", "grammar_root"):
             v = getattr(self, name)

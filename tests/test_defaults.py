@@ -1,0 +1,128 @@
+"""Defaults live in one place, the core (``ev_config_default``,
+``ev_generation_params_default`` and their extras): Python reads them and the
+CLI help shows them; a bad value names its field (``ConfigurationException.field``)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeveda_ffi import Config, ConfigurationException, GenerationParams
+from edgeveda_ffi.engine.bindings import ffi, lib
+
+CONFIG_PY = Path(__file__).resolve().parents[1] / "edgeveda_ffi" / "engine" / "config.py"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6)
+    return bool(a == b)
+
+
+def test_config_defaults_are_the_cores() -> None:
+    c = ffi.new("ev_config*")
+    lib.ev_config_default(c)
+    cfg = Config(model_path="m.gguf")
+    for f in dataclasses.fields(Config):
+        # cpu_extra_buffers: the environment may override the core's default
+        # (test_extra_buffers.py covers it)
+        if f.name in ("model_path", "cpu_extra_buffers"):
+            continue
+        got, want = getattr(cfg, f.name), getattr(c, f.name)
+        assert _same(got, want), (f.name, got, want)
+
+
+def test_generation_defaults_are_the_cores() -> None:
+    p = ffi.new("ev_generation_params*")
+    lib.ev_generation_params_default(p)
+    x = ffi.new("ev_generation_extras*")
+    lib.ev_generation_extras_default(x)
+    params = GenerationParams()
+    for f in dataclasses.fields(GenerationParams):
+        got = getattr(params, f.name)
+        if f.name == "seed":
+            assert got is None and x.seed == -2  # -2: "the engine's config seed"
+        elif f.name == "min_p":
+            assert _same(got, x.min_p)
+        elif f.name == "stop":
+            assert got == () and p.num_stop_sequences == 0
+        elif f.name in ("grammar", "grammar_root"):
+            assert (
+                got is None
+                and getattr(p, f"{f.name}_str" if f.name == "grammar" else f.name) == ffi.NULL
+            )
+        else:
+            assert _same(got, getattr(p, f.name)), (f.name, got, getattr(p, f.name))
+
+
+def test_config_py_restates_no_default() -> None:
+    """Every default in config.py that the core has is read from it: no literal
+    value in a field's default (only None or () for fields the core has no
+    default for)."""
+    tree = ast.parse(CONFIG_PY.read_text())
+    checked = 0
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        if cls.name not in ("Config", "GenerationParams"):
+            continue
+        for stmt in cls.body:
+            if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                checked += 1
+                v = stmt.value
+                target = stmt.target.id if isinstance(stmt.target, ast.Name) else "?"
+                if isinstance(v, ast.Constant) and v.value is None:
+                    continue
+                if isinstance(v, ast.Tuple) and not v.elts:
+                    continue
+                src = ast.unparse(v)
+                assert "_C_CONFIG[" in src or "_C_PARAMS[" in src, (target, src)
+    assert checked >= 25
+
+
+def test_cli_help_shows_the_cores_defaults() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edgeveda_ffi", "generate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    text = " ".join(out.split())
+    d = GenerationParams()
+    c = Config(model_path="m.gguf")
+    assert f"(default {d.max_tokens})" in text
+    assert f"0 = greedy (default {d.temperature})" in text
+    assert f"nucleus sampling (default {d.top_p})" in text
+    assert f"0 = off (default {d.top_k})" in text
+    assert f"1 = off (default {d.repeat_penalty})" in text
+    assert f"context size in tokens (default {c.context_size};" in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 2.0}, "top_p"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"stop": ("ok", "")}, "stop"),
+        ({"seed": -5}, "seed"),
+    ],
+)
+def test_bad_generation_parameter_names_its_field(kwargs: Any, field: str) -> None:
+    with pytest.raises(ConfigurationException) as info:
+        GenerationParams(**kwargs)
+    assert info.value.field == field
+
+
+def test_bad_config_value_names_its_field() -> None:
+    with pytest.raises(ConfigurationException) as info:
+        Config(model_path="m.gguf", context_size=-1)
+    assert info.value.field == "context_size"
+    with pytest.raises(ConfigurationException) as info:
+        Config(model_path="m.gguf", flash_attn=3)
+    assert info.value.field == "flash_attn"
