@@ -82,7 +82,7 @@ def main(argv: List[str]) -> int:
             level = "critical" if event.is_critical else "warning" if event.is_warning else "info"
             print(
                 f"  pressure ({level}): {mib(event.current_bytes)} of {mib(event.limit_bytes)} "
-                f"= {event.usage_percent:.0%}; now {mib(llm.memory_stats().current_bytes)}"
+                f"= {event.usage_ratio:.0%}; now {mib(llm.memory_stats().current_bytes)}"
             )
             max_tokens = max(8, max_tokens // 2)  # shed load: shorter answers from now on
 

@@ -149,7 +149,7 @@ def test_memory_stats(tiny_model_path: Path) -> None:
         assert st.current_bytes == st.model_bytes + st.context_bytes
         assert st.model_bytes > 0 and st.context_bytes > 0
         assert st.peak_bytes >= st.current_bytes
-        assert st.limit_bytes == 0 and st.usage_percent == 0.0
+        assert st.limit_bytes == 0 and st.usage_ratio == 0.0
         e.generate("hi", max_tokens=2)
         assert e.memory_stats().current_bytes >= st.current_bytes
 

@@ -75,13 +75,13 @@ def test_pressure_event_numbers(tiny_model_path: Path) -> None:
         assert isinstance(ev, MemoryPressureEvent)
         assert ev.current_bytes == engine.memory_stats().current_bytes == current
         assert ev.limit_bytes == new_limit == engine.memory_stats().limit_bytes
-        assert ev.usage_percent == pytest.approx(current / new_limit) and ev.usage_percent > 1
+        assert ev.usage_ratio == pytest.approx(current / new_limit) and ev.usage_ratio > 1
         assert ev.is_critical and ev.is_warning
         assert thread == threading.get_ident()  # delivered in the calling thread
 
         # 95 % of the limit: pressure (>= 90 %), and nothing unloaded.
         engine.set_memory_limit(int(current / 0.95))
-        assert len(events) == 2 and 0.9 <= events[1][0].usage_percent < 1.0
+        assert len(events) == 2 and 0.9 <= events[1][0].usage_ratio < 1.0
         # Without auto-unload the engine keeps working over the limit.
         assert engine.is_valid
         assert engine.generate("hi", max_tokens=2).completion_tokens == 2

@@ -12,6 +12,7 @@ import pickle
 import pytest
 
 from edgeveda_ffi import MemoryPressureEvent, MemoryStats, errors
+from edgeveda_ffi.engine.results import PRESSURE_CRITICAL_RATIO, PRESSURE_WARNING_RATIO
 from edgeveda_ffi.errors import (
     ChecksumException,
     ConfigurationException,
@@ -228,21 +229,24 @@ def test_download_exception_keeps_oserror_fields_sane() -> None:
 
 def test_memory_pressure_event() -> None:
     ev = MemoryPressureEvent(current_bytes=950, limit_bytes=1000)
-    assert ev.usage_percent == pytest.approx(0.95)
+    assert ev.usage_ratio == pytest.approx(0.95)
     assert ev.is_warning and ev.is_critical
 
-    ev = MemoryPressureEvent(current_bytes=800, limit_bytes=1000)
-    assert ev.usage_percent == pytest.approx(0.8)
+    ev = MemoryPressureEvent(current_bytes=850, limit_bytes=1000)
+    assert ev.usage_ratio == pytest.approx(0.85)
     assert ev.is_warning and not ev.is_critical
 
-    ev = MemoryPressureEvent(current_bytes=500, limit_bytes=1000)
-    assert not ev.is_warning and not ev.is_critical
+    # one warning threshold for the event and the stats (0.8)
+    ev = MemoryPressureEvent(current_bytes=780, limit_bytes=1000)
+    st = MemoryStats(780, 780, 1000, 500, 280)
+    assert not ev.is_warning and not st.is_high_pressure
+    assert PRESSURE_WARNING_RATIO == 0.8 and PRESSURE_CRITICAL_RATIO == 0.9
 
     ev = MemoryPressureEvent(current_bytes=2000, limit_bytes=1000)
-    assert ev.usage_percent == pytest.approx(2.0) and ev.is_critical
+    assert ev.usage_ratio == pytest.approx(2.0) and ev.is_critical
 
     no_limit = MemoryPressureEvent(current_bytes=123456, limit_bytes=0)
-    assert no_limit.usage_percent == 0.0
+    assert no_limit.usage_ratio == 0.0
     assert not no_limit.is_warning and not no_limit.is_critical
 
     assert MemoryPressureEvent(1, 2) == MemoryPressureEvent(1, 2)
@@ -254,7 +258,7 @@ def test_memory_stats_usage() -> None:
     st = MemoryStats(
         current_bytes=91, peak_bytes=95, limit_bytes=100, model_bytes=60, context_bytes=31
     )
-    assert st.usage_percent == pytest.approx(0.91)
+    assert st.usage_ratio == pytest.approx(0.91)
     assert st.is_high_pressure and st.is_critical
     assert st.to_dict() == {
         "current_bytes": 91,
@@ -264,7 +268,18 @@ def test_memory_stats_usage() -> None:
         "context_bytes": 31,
     }
     unlimited = MemoryStats(10, 10, 0, 5, 5)
-    assert unlimited.usage_percent == 0.0 and not unlimited.is_critical
+    assert unlimited.usage_ratio == 0.0 and not unlimited.is_critical
+
+
+def test_usage_percent_is_a_deprecated_alias_of_usage_ratio() -> None:
+    """usage_percent was a 0..1 ratio under a percentage's name: it warns and
+    keeps returning the ratio, so old code computes what it did."""
+    st = MemoryStats(91, 95, 100, 60, 31)
+    ev = MemoryPressureEvent(current_bytes=950, limit_bytes=1000)
+    with pytest.warns(DeprecationWarning, match="usage_ratio"):
+        assert st.usage_percent == st.usage_ratio == pytest.approx(0.91)
+    with pytest.warns(DeprecationWarning, match="usage_ratio"):
+        assert ev.usage_percent == ev.usage_ratio == pytest.approx(0.95)
 
 
 def test_cancelled_exception_is_deprecated_and_still_importable() -> None:

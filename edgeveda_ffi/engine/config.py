@@ -183,6 +183,19 @@ class Config:
     def field_names(cls) -> Tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
+    @classmethod
+    def from_kwargs(cls, model_path: str, **kwargs: Any) -> Config:
+        """A config for ``model_path``; unknown field names raise ConfigurationException."""
+        unknown = sorted(set(kwargs) - set(cls.field_names()))
+        if unknown:
+            raise ConfigurationException(
+                "Invalid parameter",
+                f"unknown config field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(cls.field_names())}",
+                field=unknown[0],
+            )
+        return cls(model_path=model_path, **kwargs)
+
 
 @dataclass(frozen=True)
 class GenerationParams:

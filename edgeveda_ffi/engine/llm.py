@@ -27,10 +27,10 @@ from typing import (
 
 from ..errors import ConfigurationException, EdgeVedaException, EngineClosedException
 from . import bindings, worker
-from .bindings import NativeParams, encode
 from .callbacks import CallbackBox
 from .config import Backend, Config, GenerationParams
 from .lifecycle import foreign_process_error, free_owned
+from .marshal import NativeParams, encode, encode_messages
 from .results import (
     EmbeddingResult,
     GenerateResult,
@@ -108,16 +108,9 @@ class EdgeVeda:
         if config is None:
             if model_path is None:
                 raise ConfigurationException(
-                    "Invalid parameter", "model_path (or config) is required"
+                    "Invalid parameter", "model_path (or config) is required", field="model_path"
                 )
-            unknown = sorted(set(config_kwargs) - set(Config.field_names()))
-            if unknown:
-                raise ConfigurationException(
-                    "Invalid parameter",
-                    f"unknown config field(s) {', '.join(unknown)}; "
-                    f"known: {', '.join(Config.field_names())}",
-                )
-            config = Config(model_path=os.fspath(model_path), **config_kwargs)
+            config = Config.from_kwargs(os.fspath(model_path), **config_kwargs)
         elif config_kwargs or model_path is not None:
             raise ConfigurationException(
                 "Invalid parameter", "pass either config or model_path/**config_kwargs"
@@ -338,19 +331,7 @@ class EdgeVeda:
         self, messages: Sequence[ChatMessage], add_assistant: bool = True
     ) -> str:
         """The prompt text for ``messages`` in the model's template."""
-        pairs: List[Tuple[bytes, bytes]] = []
-        for i, m in enumerate(messages):
-            try:
-                role, content = m["role"], m["content"]
-            except (KeyError, TypeError):
-                raise ConfigurationException(
-                    "Invalid parameter",
-                    f"messages[{i}] must be a mapping with 'role' and 'content'",
-                    field=f"messages[{i}]",
-                ) from None
-            pairs.append(
-                (encode(role, f"messages[{i}].role"), encode(content, f"messages[{i}].content"))
-            )
+        pairs = encode_messages(messages)
         return self._call(bindings.chat_apply_template, pairs, add_assistant)
 
     def cancel(self) -> None:

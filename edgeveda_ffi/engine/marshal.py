@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigurationException, GenerationException
 from .extension import ffi, lib
@@ -11,17 +11,44 @@ from .results import FinishReason, GenerationStats
 if TYPE_CHECKING:
     from .config import GenerationParams
 
-__all__ = ["encode", "NativeParams", "stats_from", "parse_buffer_types"]
+__all__ = ["encode", "encode_messages", "NativeParams", "stats_from", "parse_buffer_types"]
 
 
-def encode(text: str, what: str) -> bytes:
+def encode(text: str, what: str, field: Optional[str] = None) -> bytes:
+    """``text`` as UTF-8 for a ``char*`` (``what`` names it in errors, whose
+    ``field`` is ``field`` or ``what``)."""
     if not isinstance(text, str):
         raise ConfigurationException(
-            "Invalid parameter", f"{what} must be a str, not {type(text).__name__}"
+            "Invalid parameter",
+            f"{what} must be a str, not {type(text).__name__}",
+            field=field or what,
         )
     if "\x00" in text:
-        raise ConfigurationException("Invalid parameter", f"{what} must not contain NUL characters")
+        raise ConfigurationException(
+            "Invalid parameter", f"{what} must not contain NUL characters", field=field or what
+        )
     return text.encode("utf-8", errors="surrogatepass")
+
+
+def encode_messages(messages: Sequence[Mapping[str, str]]) -> List[Tuple[bytes, bytes]]:
+    """Chat messages (``{"role": ..., "content": ...}``) as ``(role, content)`` bytes."""
+    pairs: List[Tuple[bytes, bytes]] = []
+    for i, m in enumerate(messages):
+        try:
+            role, content = m["role"], m["content"]
+        except (KeyError, TypeError):
+            raise ConfigurationException(
+                "Invalid parameter",
+                f"messages[{i}] must be a mapping with 'role' and 'content'",
+                field="messages",
+            ) from None
+        pairs.append(
+            (
+                encode(role, f"messages[{i}].role", "messages"),
+                encode(content, f"messages[{i}].content", "messages"),
+            )
+        )
+    return pairs
 
 
 class NativeParams:
@@ -42,7 +69,7 @@ class NativeParams:
         ptr.presence_penalty = p.presence_penalty
         ptr.confidence_threshold = p.confidence_threshold
         if p.stop:
-            strs = [ffi.new("char[]", encode(s, "stop sequence")) for s in p.stop]
+            strs = [ffi.new("char[]", encode(s, "stop sequence", "stop")) for s in p.stop]
             arr = ffi.new("const char*[]", strs)
             keep += [strs, arr]
             ptr.stop_sequences = arr

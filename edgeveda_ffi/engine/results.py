@@ -8,10 +8,13 @@ Each class mirrors one C struct of ``edge_veda.h`` (``ev_generation_stats``,
 from __future__ import annotations
 
 import enum
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Sequence
 
 __all__ = [
+    "PRESSURE_WARNING_RATIO",
+    "PRESSURE_CRITICAL_RATIO",
     "FinishReason",
     "GenerateResult",
     "GenerationStats",
@@ -44,6 +47,28 @@ _FINISH_BY_CODE = {
     3: FinishReason.CANCELLED,
     4: FinishReason.ERROR,
 }
+
+
+#: Above this share of the memory limit, :attr:`MemoryStats.is_high_pressure`
+#: and :attr:`MemoryPressureEvent.is_warning` are true. (Edge Veda's Dart
+#: types use 0.8 for one and 0.75 for the other; here both use one value.)
+PRESSURE_WARNING_RATIO = 0.8
+#: Above this share, ``is_critical``; the core calls the pressure callbacks
+#: from 90 % of the limit.
+PRESSURE_CRITICAL_RATIO = 0.9
+
+
+def _ratio(current: int, limit: int) -> float:
+    return current / limit if limit > 0 else 0.0
+
+
+def _deprecated_ratio(value: float) -> float:
+    warnings.warn(
+        "usage_percent is deprecated: it is a 0..1 ratio, not a percentage; use usage_ratio",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,17 +121,24 @@ class MemoryStats:
     context_bytes: int
 
     @property
+    def usage_ratio(self) -> float:
+        """current / limit: 0.5 is half the limit (0 when there is no limit)."""
+        return _ratio(self.current_bytes, self.limit_bytes)
+
+    @property
     def usage_percent(self) -> float:
-        """current / limit in 0..1 (0 when there is no limit)."""
-        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
+        """Deprecated: :attr:`usage_ratio` (a 0..1 ratio, not a percentage)."""
+        return _deprecated_ratio(self.usage_ratio)
 
     @property
     def is_high_pressure(self) -> bool:
-        return self.usage_percent > 0.8
+        """Usage above :data:`PRESSURE_WARNING_RATIO` of the limit."""
+        return self.usage_ratio > PRESSURE_WARNING_RATIO
 
     @property
     def is_critical(self) -> bool:
-        return self.usage_percent > 0.9
+        """Usage above :data:`PRESSURE_CRITICAL_RATIO` of the limit."""
+        return self.usage_ratio > PRESSURE_CRITICAL_RATIO
 
     def to_dict(self) -> Dict[str, int]:
         return asdict(self)
@@ -114,28 +146,32 @@ class MemoryStats:
 
 @dataclass(frozen=True)
 class MemoryPressureEvent:
-    """Delivered to :meth:`EdgeVeda.on_memory_pressure` callbacks.
-
-    ``usage_percent`` is current / limit in 0..1 (0 when there is no limit),
-    as Edge Veda's Dart type has it.
-    """
+    """Delivered to :meth:`EdgeVeda.on_memory_pressure` callbacks (the core
+    calls them at 90 % of the limit, ``PRESSURE_CRITICAL_RATIO``)."""
 
     current_bytes: int
     limit_bytes: int
 
     @property
+    def usage_ratio(self) -> float:
+        """current / limit: 0.5 is half the limit (0 when there is no limit)."""
+        return _ratio(self.current_bytes, self.limit_bytes)
+
+    @property
     def usage_percent(self) -> float:
-        return self.current_bytes / self.limit_bytes if self.limit_bytes > 0 else 0.0
+        """Deprecated: :attr:`usage_ratio` (a 0..1 ratio, not a percentage)."""
+        return _deprecated_ratio(self.usage_ratio)
 
     @property
     def is_warning(self) -> bool:
-        """Usage above 75 % of the limit."""
-        return self.usage_percent > 0.75
+        """Usage above :data:`PRESSURE_WARNING_RATIO` of the limit (as
+        :attr:`MemoryStats.is_high_pressure`)."""
+        return self.usage_ratio > PRESSURE_WARNING_RATIO
 
     @property
     def is_critical(self) -> bool:
-        """Usage above 90 % of the limit."""
-        return self.usage_percent > 0.9
+        """Usage above :data:`PRESSURE_CRITICAL_RATIO` of the limit."""
+        return self.usage_ratio > PRESSURE_CRITICAL_RATIO
 
 
 @dataclass(frozen=True)
