@@ -94,6 +94,17 @@ bool looks_like_alloc_failure(const std::string& said);
 void install_abort_hook();
 size_t file_size(const std::string& path);  // 0 when unknown
 
+// ---- memory accounting (memory.cpp) ----
+// The bytes of llama.cpp's buffers for one llama_context: the model's
+// weights, the context's memory (KV cache) and its compute buffers. Sizes
+// llama.cpp would allocate when the model was loaded with no_alloc.
+struct BufferBytes {
+    size_t model = 0, context = 0, compute = 0;
+    size_t total() const { return model + context + compute; }
+};
+BufferBytes buffer_bytes(const llama_context* lctx);
+std::string fmt_mib(size_t bytes);  // "85.8 MiB"
+
 // ---- buffer types (buffer_types.cpp) ----
 // The model's weight buffers by buffer type with sizes, sorted by name:
 // "CPU_Mapped 85.8 MiB, CPU_REPACK 57.0 MiB" (ev_model_buffer_types).
