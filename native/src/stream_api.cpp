@@ -41,6 +41,16 @@ ev_error_t stream_error(ev_stream s) {
     return fail(EV_ERROR_INVALID_PARAM, "stream is NULL or was freed");
 }
 
+// A failure on a usable stream: the thread's error and its context's
+// (ev_get_last_error(ctx)), as for the calls that take the context.
+ev_error_t stream_fail(ev_stream s, ev_error_t code, const std::string& msg) {
+    s->engine->set_error(msg);
+    return code;
+}
+
+// Where a stream entry's exception is recorded: its context too.
+ev::ErrorSink stream_sink(ev_stream s) { return stream_ok(s) ? s->engine.get() : nullptr; }
+
 }  // namespace
 
 extern "C" {
@@ -95,7 +105,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
     std::lock_guard<std::mutex> slock(stream->mutex);
     Engine* e = stream->engine.get();
     if (stream->ended.load()) {
-        *error = fail(EV_ERROR_STREAM_ENDED,
+        *error = stream_fail(stream, EV_ERROR_STREAM_ENDED,
                              stream->cancel.load() ? "the stream was cancelled" : "the stream has ended");
         return nullptr;
     }
@@ -104,12 +114,12 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
         std::lock_guard<std::mutex> lock(e->mutex);
         stream->gen.finish(EV_FINISH_CANCELLED);
         deactivate(stream);
-        *error = fail(EV_ERROR_STREAM_ENDED, "the stream was cancelled");
+        *error = stream_fail(stream, EV_ERROR_STREAM_ENDED, "the stream was cancelled");
         return nullptr;
     }
     if (e->freed.load() || e->unloaded.load()) {
         stream->ended.store(true);
-        *error = fail(EV_ERROR_CONTEXT_INVALID, "the stream's context was freed or its model unloaded");
+        *error = stream_fail(stream, EV_ERROR_CONTEXT_INVALID, "the stream's context was freed or its model unloaded");
         return nullptr;
     }
     std::string text;
@@ -119,7 +129,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
         std::lock_guard<std::mutex> lock(e->mutex);
         if (e->model == nullptr) {
             stream->ended.store(true);
-            *error = fail(EV_ERROR_CONTEXT_INVALID, "the stream's context has no model");
+            *error = stream_fail(stream, EV_ERROR_CONTEXT_INVALID, "the stream's context has no model");
             return nullptr;
         }
         code = stream->gen.next(&text, &stream->cancel);
@@ -131,7 +141,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
         }
     }
     if (code != EV_SUCCESS) {
-        stream->ended.store(true);
+        stream->ended.store(true);  // the Generation recorded the message on the context
         *error = code;
         return nullptr;
     }
@@ -141,7 +151,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
         // stream with STREAM_ENDED, as documented
         stream->ended.store(true);
         if (stream->gen.stats.finish_reason == EV_FINISH_CANCELLED) {
-            *error = fail(EV_ERROR_STREAM_ENDED, "the stream was cancelled");
+            *error = stream_fail(stream, EV_ERROR_STREAM_ENDED, "the stream was cancelled");
         } else {
             *error = EV_SUCCESS;
         }
@@ -150,7 +160,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
     // A final piece: the next call returns the end.
     char* out = ev::dup_cstr(text);
     if (out == nullptr) {
-        *error = fail(EV_ERROR_OUT_OF_MEMORY, "out of memory copying a piece");
+        *error = stream_fail(stream, EV_ERROR_OUT_OF_MEMORY, "out of memory copying a piece");
         return nullptr;
     }
     *error = EV_SUCCESS;
@@ -201,7 +211,7 @@ static void ev_stream_free_impl(ev_stream stream) {
 
 static ev_error_t ev_stream_get_token_info_impl(ev_stream stream, ev_stream_token_info* info) {
     if (!stream_ok(stream)) return stream_error(stream);
-    if (info == nullptr) return fail(EV_ERROR_INVALID_PARAM, "info is NULL");
+    if (info == nullptr) return stream_fail(stream, EV_ERROR_INVALID_PARAM, "info is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
     const auto& g = stream->gen;
     info->confidence = g.last_conf;
@@ -213,7 +223,7 @@ static ev_error_t ev_stream_get_token_info_impl(ev_stream stream, ev_stream_toke
 
 static ev_error_t ev_stream_get_stats_impl(ev_stream stream, ev_generation_stats* stats) {
     if (!stream_ok(stream)) return stream_error(stream);
-    if (stats == nullptr) return fail(EV_ERROR_INVALID_PARAM, "stats is NULL");
+    if (stats == nullptr) return stream_fail(stream, EV_ERROR_INVALID_PARAM, "stats is NULL");
     std::lock_guard<std::mutex> slock(stream->mutex);
     *stats = stream->gen.current_stats();
     return EV_SUCCESS;
@@ -229,7 +239,7 @@ EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev
 }
 
 EV_API char* ev_stream_next(ev_stream stream, ev_error_t* error) {
-    char* piece = ev::guard_out_compute("ev_stream_next", EV_ERROR_INFERENCE_FAILED, nullptr,
+    char* piece = ev::guard_out_compute("ev_stream_next", EV_ERROR_INFERENCE_FAILED, stream_sink(stream),
                                         static_cast<char*>(nullptr), error,
                                         [&] { return ev_stream_next_impl(stream, error); });
     // a limit set during the stream is checked once the stream has let go of
@@ -251,12 +261,12 @@ EV_API void ev_stream_free(ev_stream stream) {
 }
 
 EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_info* info) {
-    return ev::guard("ev_stream_get_token_info", EV_ERROR_UNKNOWN, nullptr,
+    return ev::guard("ev_stream_get_token_info", EV_ERROR_UNKNOWN, stream_sink(stream),
                      [&] { return ev_stream_get_token_info_impl(stream, info); });
 }
 
 EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
-    return ev::guard("ev_stream_get_stats", EV_ERROR_UNKNOWN, nullptr,
+    return ev::guard("ev_stream_get_stats", EV_ERROR_UNKNOWN, stream_sink(stream),
                      [&] { return ev_stream_get_stats_impl(stream, stats); });
 }
 
