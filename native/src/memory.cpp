@@ -3,20 +3,39 @@
 #include "ev_internal.h"
 #include "guard.h"
 
-#include "llama-ext.h"  // llama_get_memory_breakdown: exact buffer sizes
+// llama_get_memory_breakdown, from llama.cpp's staging header (src/, not
+// include/), and this file is the only one that includes it. The public API
+// has no equivalent: it cannot tell the compute buffers' sizes at all, nor,
+// before anything is allocated (the no_alloc dry run of ev_init's memory
+// check), the sizes llama.cpp is about to allocate; llama_model_size counts
+// tensor bytes, not the weight buffers, and not by buffer type.
+#include "llama-ext.h"
 
 #include <cstdio>
 #include <cstring>
 
 namespace ev {
 
+std::vector<std::pair<std::string, BufferBytes>> buffer_bytes_by_type(const llama_context* lctx) {
+    std::vector<std::pair<std::string, BufferBytes>> rows;
+    if (lctx == nullptr) return rows;
+    for (const auto& kv : llama_get_memory_breakdown(lctx)) {
+        const char* name = kv.first != nullptr ? ggml_backend_buft_name(kv.first) : nullptr;
+        BufferBytes b;
+        b.model = kv.second.model;
+        b.context = kv.second.context;
+        b.compute = kv.second.compute;
+        rows.emplace_back(name != nullptr ? name : "unknown", b);
+    }
+    return rows;
+}
+
 BufferBytes buffer_bytes(const llama_context* lctx) {
     BufferBytes b;
-    if (lctx == nullptr) return b;
-    for (const auto& kv : llama_get_memory_breakdown(lctx)) {
-        b.model += kv.second.model;
-        b.context += kv.second.context;
-        b.compute += kv.second.compute;
+    for (const auto& row : buffer_bytes_by_type(lctx)) {
+        b.model += row.second.model;
+        b.context += row.second.context;
+        b.compute += row.second.compute;
     }
     return b;
 }
