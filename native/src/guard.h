@@ -17,6 +17,11 @@
 //   guard_quiet(where, fallback, body)    entries without an error channel
 //                                         (void, bool, const char*): the
 //                                         message is kept as the thread's error
+//                                         (ev_free, ev_is_valid,
+//                                         ev_get_last_error and
+//                                         ev_model_buffer_types take a context
+//                                         but have no code to return: they
+//                                         check the handle themselves)
 //   on_compute(body)                      run body on the compute thread and
 //                                         carry its thread-local results back
 //   guard_compute, guard_out_compute      guard + on_compute: the entries that
