@@ -365,8 +365,10 @@ EV_API ev_error_t ev_get_model_info(ev_context ctx, ev_model_info* info);
  * the error message, which quotes what llama.cpp said). Process-wide. */
 EV_API void ev_set_verbose(bool verbose);
 
-/* The context's last error message ("" if none). NULL ctx: this thread's last
- * error (as ev_last_error_message). Valid until the next failing call on ctx. */
+/* The context's last error message ("" if none), failures of its streams
+ * included (ev_stream_next, ev_stream_get_stats, ev_stream_get_token_info).
+ * NULL ctx: this thread's last error (as ev_last_error_message). Valid until
+ * the next failing call on ctx. */
 EV_API const char* ev_get_last_error(ev_context ctx);
 
 /* Forget the conversation: clears the KV cache and the prompt cache. */

@@ -1,11 +1,9 @@
 // The CPU's extra buffer types (AMX, CPU_REPACK): the defaults of
-// ev_config_extras, the switch that ev_init reads (context.cpp: validate_config
+// ev_config_extras, the switch that ev_init reads (init.cpp: validate_config
 // and llama_model_params.use_extra_bufts), and where the weights landed
 // (ev_model_buffer_types).
 #include "ev_internal.h"
 #include "guard.h"
-
-#include "llama-ext.h"  // llama_get_memory_breakdown: the buffers by buffer type
 
 #include <algorithm>
 #include <cstdio>
@@ -16,12 +14,10 @@
 namespace ev {
 
 std::string weight_buffer_types(const llama_context* lctx) {
-    if (lctx == nullptr) return "";
     std::vector<std::pair<std::string, size_t>> rows;
-    for (const auto& kv : llama_get_memory_breakdown(lctx)) {
-        if (kv.second.model == 0) continue;  // KV cache and compute buffers only
-        const char* name = kv.first != nullptr ? ggml_backend_buft_name(kv.first) : nullptr;
-        rows.emplace_back(name != nullptr ? name : "unknown", kv.second.model);
+    for (const auto& row : buffer_bytes_by_type(lctx)) {
+        if (row.second.model == 0) continue;  // KV cache and compute buffers only
+        rows.emplace_back(row.first, row.second.model);
     }
     std::sort(rows.begin(), rows.end());
     std::string out;

@@ -15,10 +15,8 @@ constexpr uint32_t kEmbedCtx = 512;
 
 extern "C" {
 
-static ev_error_t ev_embed_impl(ev_context ctx, const char* text, ev_embed_result* result) {
-    ev_error_t code;
-    Engine* e = ev_engine_of(ctx, &code);
-    if (!e) return code;
+// Context lock held, model loaded (with_engine, kLocked).
+static ev_error_t ev_embed_impl(Engine* e, const char* text, ev_embed_result* result) {
     if (text == nullptr || result == nullptr) {
         e->set_error("ev_embed: text and result must not be NULL");
         return EV_ERROR_INVALID_PARAM;
@@ -28,76 +26,69 @@ static ev_error_t ev_embed_impl(ev_context ctx, const char* text, ev_embed_resul
         e->set_error("ev_embed: text is empty");
         return EV_ERROR_INVALID_PARAM;
     }
-    {
-        std::lock_guard<std::mutex> lock(e->mutex);
-        if (e->model == nullptr) {
-            e->set_error("the model is not loaded");
-            return EV_ERROR_CONTEXT_INVALID;
-        }
+    if (e->embed_ctx == nullptr) {
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = kEmbedCtx;
+        cp.n_batch = kEmbedCtx;
+        cp.n_ubatch = kEmbedCtx;
+        cp.n_seq_max = 1;
+        cp.n_threads = e->n_threads;
+        cp.n_threads_batch = e->n_threads;
+        cp.embeddings = true;
+        cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
+        cp.no_perf = true;
+        ev::LogCapture capture;
+        e->embed_ctx = llama_init_from_model(e->model, cp);
         if (e->embed_ctx == nullptr) {
-            llama_context_params cp = llama_context_default_params();
-            cp.n_ctx = kEmbedCtx;
-            cp.n_batch = kEmbedCtx;
-            cp.n_ubatch = kEmbedCtx;
-            cp.n_seq_max = 1;
-            cp.n_threads = e->n_threads;
-            cp.n_threads_batch = e->n_threads;
-            cp.embeddings = true;
-            cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
-            cp.no_perf = true;
-            ev::LogCapture capture;
-            e->embed_ctx = llama_init_from_model(e->model, cp);
-            if (e->embed_ctx == nullptr) {
-                std::string said = capture.text();
-                bool oom = ev::looks_like_alloc_failure(said);
-                e->set_error(std::string(oom ? "out of memory: " : "") + "cannot create the embedding context" +
-                             (said.empty() ? "" : ": llama.cpp said: " + said));
-                return oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_BACKEND_INIT_FAILED;
-            }
-            llama_set_causal_attn(e->embed_ctx, false);
+            std::string said = capture.text();
+            bool oom = ev::looks_like_alloc_failure(said);
+            e->set_error(std::string(oom ? "out of memory: " : "") + "cannot create the embedding context" +
+                         (said.empty() ? "" : ": llama.cpp said: " + said));
+            return oom ? EV_ERROR_OUT_OF_MEMORY : EV_ERROR_BACKEND_INIT_FAILED;
         }
-        int len = static_cast<int>(strlen(text));
-        std::vector<llama_token> toks(len + 8);
-        int n = llama_tokenize(e->vocab, text, len, toks.data(), (int)toks.size(), llama_vocab_get_add_bos(e->vocab), true);
-        if (n < 0) {
-            e->set_error("ev_embed: text is too long (more than " + std::to_string(kEmbedCtx) + " tokens)");
-            return EV_ERROR_INVALID_PARAM;
-        }
-        if (n > static_cast<int>(kEmbedCtx)) {
-            e->set_error("ev_embed: text has " + std::to_string(n) + " tokens; at most " + std::to_string(kEmbedCtx));
-            return EV_ERROR_INVALID_PARAM;
-        }
-        if (n == 0) {
-            e->set_error("ev_embed: text has no tokens");
-            return EV_ERROR_INVALID_PARAM;
-        }
-        llama_memory_clear(llama_get_memory(e->embed_ctx), true);
-        int rc = llama_decode(e->embed_ctx, llama_batch_get_one(toks.data(), n));
-        if (rc != 0) {
-            e->set_error("llama_decode failed computing the embedding (code " + std::to_string(rc) + ")");
-            return EV_ERROR_INFERENCE_FAILED;
-        }
-        const float* v = llama_get_embeddings_seq(e->embed_ctx, 0);
-        if (v == nullptr) v = llama_get_embeddings_ith(e->embed_ctx, -1);
-        if (v == nullptr) {
-            e->set_error("llama.cpp returned no embedding");
-            return EV_ERROR_INFERENCE_FAILED;
-        }
-        int dims = llama_model_n_embd(e->model);
-        auto* out = static_cast<float*>(malloc(sizeof(float) * dims));
-        if (!out) {
-            e->set_error("out of memory");
-            return EV_ERROR_OUT_OF_MEMORY;
-        }
-        double norm = 0;
-        for (int i = 0; i < dims; ++i) norm += double(v[i]) * v[i];
-        norm = std::sqrt(norm);
-        for (int i = 0; i < dims; ++i) out[i] = norm > 0 ? static_cast<float>(v[i] / norm) : 0.f;
-        result->embeddings = out;
-        result->dimensions = dims;
-        result->token_count = n;
-        e->refresh_memory_locked();
+        llama_set_causal_attn(e->embed_ctx, false);
     }
+    int len = static_cast<int>(strlen(text));
+    std::vector<llama_token> toks(len + 8);
+    int n = llama_tokenize(e->vocab, text, len, toks.data(), (int)toks.size(), llama_vocab_get_add_bos(e->vocab), true);
+    if (n < 0) {
+        e->set_error("ev_embed: text is too long (more than " + std::to_string(kEmbedCtx) + " tokens)");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    if (n > static_cast<int>(kEmbedCtx)) {
+        e->set_error("ev_embed: text has " + std::to_string(n) + " tokens; at most " + std::to_string(kEmbedCtx));
+        return EV_ERROR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        e->set_error("ev_embed: text has no tokens");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    llama_memory_clear(llama_get_memory(e->embed_ctx), true);
+    int rc = llama_decode(e->embed_ctx, llama_batch_get_one(toks.data(), n));
+    if (rc != 0) {
+        e->set_error("llama_decode failed computing the embedding (code " + std::to_string(rc) + ")");
+        return EV_ERROR_INFERENCE_FAILED;
+    }
+    const float* v = llama_get_embeddings_seq(e->embed_ctx, 0);
+    if (v == nullptr) v = llama_get_embeddings_ith(e->embed_ctx, -1);
+    if (v == nullptr) {
+        e->set_error("llama.cpp returned no embedding");
+        return EV_ERROR_INFERENCE_FAILED;
+    }
+    int dims = llama_model_n_embd(e->model);
+    auto* out = static_cast<float*>(malloc(sizeof(float) * dims));
+    if (!out) {
+        e->set_error("out of memory");
+        return EV_ERROR_OUT_OF_MEMORY;
+    }
+    double norm = 0;
+    for (int i = 0; i < dims; ++i) norm += double(v[i]) * v[i];
+    norm = std::sqrt(norm);
+    for (int i = 0; i < dims; ++i) out[i] = norm > 0 ? static_cast<float>(v[i] / norm) : 0.f;
+    result->embeddings = out;
+    result->dimensions = dims;
+    result->token_count = n;
+    e->refresh_memory_locked();
     // the embed context may have grown use: checked on the calling thread
     if (e->limit.load() != 0) e->pressure_check_pending.store(true);
     return EV_SUCCESS;
@@ -112,8 +103,8 @@ static void ev_free_embeddings_impl(ev_embed_result* result) {
 // ---- entry points ----
 
 EV_API ev_error_t ev_embed(ev_context ctx, const char* text, ev_embed_result* result) {
-    ev_error_t rc =
-        ev::guard_compute("ev_embed", EV_ERROR_INFERENCE_FAILED, ctx, [&] { return ev_embed_impl(ctx, text, result); });
+    ev_error_t rc = ev::with_engine_compute("ev_embed", EV_ERROR_INFERENCE_FAILED, ctx, ev::kLocked,
+                                            [&](Engine& e) { return ev_embed_impl(&e, text, result); });
     ev::pressure_safe_point(ctx);
     return rc;
 }

@@ -57,7 +57,15 @@ void ThreadCarry::apply() const {
     if (stats_engine != nullptr) record_thread_stats(stats_engine, stats);
 }
 
-ev_error_t error_from_exception(const char* where, ev_error_t other, ev_context ctx) noexcept {
+Engine* ErrorSink::engine() const noexcept {
+    if (engine_ != nullptr) return engine_;
+    if (ctx_ != nullptr && ctx_->magic.load() == kContextMagic && ctx_->engine && !ctx_->inherited()) {
+        return ctx_->engine.get();
+    }
+    return nullptr;
+}
+
+ev_error_t error_from_exception(const char* where, ev_error_t other, ErrorSink sink) noexcept {
     ev_error_t code = EV_ERROR_UNKNOWN;
     std::string msg;
     try {
@@ -80,8 +88,8 @@ ev_error_t error_from_exception(const char* where, ev_error_t other, ev_context 
             code = other;
             msg = std::string(where) + ": unknown exception";
         }
-        if (ctx != nullptr && ctx->magic.load() == kContextMagic && ctx->engine && !ctx->inherited()) {
-            ctx->engine->set_error(msg);
+        if (Engine* e = sink.engine()) {
+            e->set_error(msg);
         } else {
             set_thread_error(msg);
         }

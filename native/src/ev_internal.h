@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ev {
@@ -93,6 +94,19 @@ bool looks_like_alloc_failure(const std::string& said);
 // compute thread; others print one line (no debugger) before ggml aborts.
 void install_abort_hook();
 size_t file_size(const std::string& path);  // 0 when unknown
+
+// ---- memory accounting (memory.cpp) ----
+// The bytes of llama.cpp's buffers for one llama_context: the model's
+// weights, the context's memory (KV cache) and its compute buffers (for a
+// model loaded with no_alloc: the sizes llama.cpp would allocate).
+struct BufferBytes {
+    size_t model = 0, context = 0, compute = 0;
+    size_t total() const { return model + context + compute; }
+};
+BufferBytes buffer_bytes(const llama_context* lctx);
+// The same by buffer type (ggml_backend_buft_name; "unknown" when it has none).
+std::vector<std::pair<std::string, BufferBytes>> buffer_bytes_by_type(const llama_context* lctx);
+std::string fmt_mib(size_t bytes);  // "85.8 MiB"
 
 // ---- buffer types (buffer_types.cpp) ----
 // The model's weight buffers by buffer type with sizes, sorted by name:

@@ -9,33 +9,18 @@
 
 using ev::Engine;
 
-namespace {
-
-Engine* locked_engine(ev_context ctx, ev_error_t* code) {
-    Engine* e = ev_engine_of(ctx, code);
-    return e;
-}
-
-}  // namespace
-
+// The impls run under the context lock with the model loaded (with_engine,
+// kLocked).
 extern "C" {
 
-static ev_error_t ev_tokenize_impl(ev_context ctx, const char* text, bool add_special, bool parse_special,
-                              int32_t** tokens, int* num_tokens) {
-    ev_error_t code;
-    Engine* e = locked_engine(ctx, &code);
-    if (!e) return code;
+static ev_error_t ev_tokenize_impl(Engine* e, const char* text, bool add_special, bool parse_special,
+                                   int32_t** tokens, int* num_tokens) {
     if (text == nullptr || tokens == nullptr || num_tokens == nullptr) {
         e->set_error("ev_tokenize: text, tokens and num_tokens must not be NULL");
         return EV_ERROR_INVALID_PARAM;
     }
     *tokens = nullptr;
     *num_tokens = 0;
-    std::lock_guard<std::mutex> lock(e->mutex);
-    if (e->model == nullptr) {
-        e->set_error("the model is not loaded");
-        return EV_ERROR_CONTEXT_INVALID;
-    }
     size_t len = strlen(text);
     if (len > INT32_MAX / 2) {
         e->set_error("ev_tokenize: text is too long");
@@ -71,21 +56,13 @@ static ev_error_t ev_tokenize_impl(ev_context ctx, const char* text, bool add_sp
 
 static void ev_free_tokens_impl(int32_t* tokens) { free(tokens); }
 
-static ev_error_t ev_detokenize_impl(ev_context ctx, const int32_t* tokens, int num_tokens, bool special,
-                                char** output) {
-    ev_error_t code;
-    Engine* e = locked_engine(ctx, &code);
-    if (!e) return code;
+static ev_error_t ev_detokenize_impl(Engine* e, const int32_t* tokens, int num_tokens, bool special,
+                                     char** output) {
     if (output == nullptr || (tokens == nullptr && num_tokens > 0) || num_tokens < 0) {
         e->set_error("ev_detokenize: bad arguments (NULL output or tokens, or negative count)");
         return EV_ERROR_INVALID_PARAM;
     }
     *output = nullptr;
-    std::lock_guard<std::mutex> lock(e->mutex);
-    if (e->model == nullptr) {
-        e->set_error("the model is not loaded");
-        return EV_ERROR_CONTEXT_INVALID;
-    }
     int nv = llama_vocab_n_tokens(e->vocab);
     for (int i = 0; i < num_tokens; ++i) {
         if (tokens[i] < 0 || tokens[i] >= nv) {
@@ -116,11 +93,8 @@ static ev_error_t ev_detokenize_impl(ev_context ctx, const int32_t* tokens, int 
     return EV_SUCCESS;
 }
 
-static ev_error_t ev_chat_apply_template_impl(ev_context ctx, const ev_chat_message* messages, size_t num_messages,
-                                         bool add_assistant, char** output) {
-    ev_error_t code;
-    Engine* e = locked_engine(ctx, &code);
-    if (!e) return code;
+static ev_error_t ev_chat_apply_template_impl(Engine* e, const ev_chat_message* messages, size_t num_messages,
+                                              bool add_assistant, char** output) {
     if (output == nullptr || (messages == nullptr && num_messages > 0)) {
         e->set_error("ev_chat_apply_template: output or messages is NULL");
         return EV_ERROR_INVALID_PARAM;
@@ -136,11 +110,6 @@ static ev_error_t ev_chat_apply_template_impl(ev_context ctx, const ev_chat_mess
         msgs[i].role = messages[i].role;
         msgs[i].content = messages[i].content;
         total += strlen(messages[i].content) + strlen(messages[i].role);
-    }
-    std::lock_guard<std::mutex> lock(e->mutex);
-    if (e->model == nullptr) {
-        e->set_error("the model is not loaded");
-        return EV_ERROR_CONTEXT_INVALID;
     }
     // The model's own template; ChatML when the GGUF carries none.
     const char* tmpl = llama_model_chat_template(e->model, nullptr);
@@ -172,22 +141,24 @@ static ev_error_t ev_chat_apply_template_impl(ev_context ctx, const ev_chat_mess
 
 EV_API ev_error_t ev_tokenize(ev_context ctx, const char* text, bool add_special, bool parse_special,
                               int32_t** tokens, int* num_tokens) {
-    return ev::guard("ev_tokenize", EV_ERROR_INFERENCE_FAILED, ctx,
-                     [&] { return ev_tokenize_impl(ctx, text, add_special, parse_special, tokens, num_tokens); });
+    return ev::with_engine("ev_tokenize", EV_ERROR_INFERENCE_FAILED, ctx, ev::kLocked, [&](Engine& e) {
+        return ev_tokenize_impl(&e, text, add_special, parse_special, tokens, num_tokens);
+    });
 }
 
 EV_API void ev_free_tokens(int32_t* tokens) { ev_free_tokens_impl(tokens); }  // free(): cannot throw
 
 EV_API ev_error_t ev_detokenize(ev_context ctx, const int32_t* tokens, int num_tokens, bool special,
                                 char** output) {
-    return ev::guard("ev_detokenize", EV_ERROR_INFERENCE_FAILED, ctx,
-                     [&] { return ev_detokenize_impl(ctx, tokens, num_tokens, special, output); });
+    return ev::with_engine("ev_detokenize", EV_ERROR_INFERENCE_FAILED, ctx, ev::kLocked,
+                           [&](Engine& e) { return ev_detokenize_impl(&e, tokens, num_tokens, special, output); });
 }
 
 EV_API ev_error_t ev_chat_apply_template(ev_context ctx, const ev_chat_message* messages, size_t num_messages,
                                          bool add_assistant, char** output) {
-    return ev::guard("ev_chat_apply_template", EV_ERROR_INFERENCE_FAILED, ctx,
-                     [&] { return ev_chat_apply_template_impl(ctx, messages, num_messages, add_assistant, output); });
+    return ev::with_engine("ev_chat_apply_template", EV_ERROR_INFERENCE_FAILED, ctx, ev::kLocked, [&](Engine& e) {
+        return ev_chat_apply_template_impl(&e, messages, num_messages, add_assistant, output);
+    });
 }
 
 }  // extern "C"

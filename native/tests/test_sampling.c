@@ -1,7 +1,7 @@
 /* model_sampling: greedy generation through our core gives exactly the text
  * of llama.cpp's own sampler chain on the same model.
  *
- * The core picks greedy tokens straight from the logits (generate.cpp,
+ * The core picks greedy tokens straight from the logits (sampler.cpp,
  * greedy_from_logits) and applies the repeat/frequency/presence penalties
  * itself (Penalties). Both are speed paths that must not change a single
  * token. The reference here is the examples/simple loop written against
