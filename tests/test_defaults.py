@@ -10,11 +10,11 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-from edgeveda_ffi import Config, ConfigurationException, GenerationParams
+from edgeveda_ffi import Config, ConfigurationException, EdgeVeda, GenerationParams
 from edgeveda_ffi.engine.bindings import ffi, lib
 
 CONFIG_PY = Path(__file__).resolve().parents[1] / "edgeveda_ffi" / "engine" / "config.py"
@@ -126,3 +126,63 @@ def test_bad_config_value_names_its_field() -> None:
     with pytest.raises(ConfigurationException) as info:
         Config(model_path="m.gguf", flash_attn=3)
     assert info.value.field == "flash_attn"
+
+
+# Numeric bounds Python checks, as (field, rejected value, accepted boundary values).
+# The core checks the same fields for its C callers (native/src/params.cpp).
+BOUNDS = [
+    ("max_tokens", -1, (0, 3)),
+    ("temperature", -0.1, (0.0,)),
+    ("top_p", 1.5, (0.0, 1.0)),
+    ("top_p", -0.1, ()),
+    ("top_k", -1, (0,)),
+    ("repeat_penalty", 0.0, (0.5,)),
+    ("frequency_penalty", math.inf, (-2.0, 2.0)),
+    ("presence_penalty", math.nan, (-2.0,)),
+    ("confidence_threshold", 1.5, (0.0, 1.0)),
+    ("min_p", -0.1, (0.0, 1.0)),
+]
+
+
+def _core_generate(engine: Any, field: str, value: Any) -> int:
+    """ev_generate with ``field`` set to ``value`` in a raw ev_generation_params
+    (no Python validation in between); returns the core's code."""
+    p = ffi.new("ev_generation_params*")
+    lib.ev_generation_params_default(p)
+    p.max_tokens = 2
+    if field == "min_p":
+        x = ffi.new("ev_generation_extras*")
+        lib.ev_generation_extras_default(x)
+        x.min_p = value
+        p.reserved = x
+    else:
+        setattr(p, field, value)
+    out = ffi.new("char**")
+
+    def call(ctx: Any) -> int:
+        code = int(lib.ev_generate(ctx, b"hi", p, out))
+        if code == 0:
+            lib.ev_free_string(out[0])
+        return code
+
+    return int(engine._call(call))
+
+
+@pytest.fixture(scope="module")
+def bounds_engine(tiny_model_path: Path) -> Iterator[EdgeVeda]:
+    # an engine of its own: the raw calls below set this thread's last stats
+    with EdgeVeda(tiny_model_path, context_size=256, num_threads=1) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize(("field", "bad", "good"), BOUNDS)
+def test_python_and_the_core_agree_on_bounds(
+    bounds_engine: EdgeVeda, field: str, bad: Any, good: Any
+) -> None:
+    with pytest.raises(ConfigurationException) as info:
+        GenerationParams(**{field: bad})
+    assert info.value.field == field
+    assert _core_generate(bounds_engine, field, bad) == -1  # EV_ERROR_INVALID_PARAM
+    for value in good:
+        GenerationParams(**{field: value})
+        assert _core_generate(bounds_engine, field, value) == 0, (field, value)

@@ -13,9 +13,9 @@ The median of ``repetitions`` runs is reported, after one warm-up run.
 
 from __future__ import annotations
 
-import importlib
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,23 +139,16 @@ def run_bench(
 
 
 def run_compare(path: Path, extra: List[str]) -> int:
-    """``benchmarks.compare.main(['--model', PATH, *extra])`` from the source tree."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "benchmarks" / "compare.py").is_file() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module("benchmarks.compare")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("benchmarks", "benchmarks.compare"):
-            raise CliError(
-                "bench --compare needs benchmarks/compare.py from the edgeveda-ffi source tree; "
-                "run it from a source checkout (pip install -e .)"
-            ) from None
+    """``python -m benchmarks.compare --model PATH ...`` in the current folder.
+
+    ``benchmarks/`` is part of the source tree, not of the installed package,
+    so this runs it as its own program from a source checkout's top folder
+    rather than importing it.
+    """
+    if not (Path.cwd() / "benchmarks" / "compare.py").is_file():
         raise CliError(
-            f"benchmarks/compare.py needs a module that is not installed: {exc.name}"
-        ) from exc
-    main = getattr(module, "main", None)
-    if not callable(main):
-        raise CliError("benchmarks/compare.py has no main(argv) function")
-    rc = main(["--model", str(path), *extra])
-    return int(rc or 0)
+            "bench --compare runs benchmarks/compare.py of the edgeveda-ffi source tree: "
+            "run it from the top folder of a source checkout"
+        )
+    cmd = [sys.executable, "-m", "benchmarks.compare", "--model", str(path), *extra]
+    return subprocess.call(cmd)

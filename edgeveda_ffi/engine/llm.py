@@ -58,6 +58,10 @@ ChatMessage = Mapping[str, str]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _no_cancel() -> None:
+    """A read-only call has nothing to cancel."""
+
+
 def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     def dispatch(current: int, limit: int) -> None:
         engine = ref()
@@ -358,8 +362,13 @@ class EdgeVeda:
 
     @property
     def last_stats(self) -> GenerationStats:
-        """Stats of this thread's last finished generation on this engine."""
-        return self._call(bindings.get_last_generation_stats)
+        """Stats of this thread's last finished generation on this engine.
+
+        Read where this thread's generations run (the worker, from the main
+        thread), so it reports the last :meth:`generate` of the calling thread."""
+        return self._call(
+            lambda ctx: worker.run(lambda: bindings.get_last_generation_stats(ctx), _no_cancel)
+        )
 
     # ---------------------------------------------------------- tokenizer
 
