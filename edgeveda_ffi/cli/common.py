@@ -372,10 +372,9 @@ def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
 
 
 def verify_model(manager: ModelManager, model_id: str) -> VerifyReport:
-    """``manager.check(model_id)`` with a progress bar: the same rules as ``ModelManager.verify``.
+    """``manager.check(model_id)`` (``ModelManager.verify``'s rules) with a progress bar.
 
-    Raises CliError when the model is absent (the exception's ``reason`` says
-    so), ChecksumException/ModelValidationException when it is bad.
+    CliError when the model is absent, ChecksumException/ModelValidationException when bad.
     """
     from ..errors import FailureReason, ModelValidationException
 
