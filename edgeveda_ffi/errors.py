@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 __all__ = [
     "EdgeVedaException",
@@ -29,6 +29,7 @@ __all__ = [
     "ModelLoadException",
     "GenerationException",
     "DownloadException",
+    "FailureReason",
     "DownloadCancelledException",
     "ChecksumException",
     "ModelValidationException",
@@ -128,11 +129,46 @@ class MemoryException(EdgeVedaException, MemoryError):
     """Out of memory, or the configured memory limit cannot hold the model."""
 
 
+class FailureReason(str, enum.Enum):
+    """Why a model download, import or check failed: ``DownloadException.reason``
+    and ``ModelValidationException.reason``.
+
+    A ``str`` enum, so ``exc.reason == "http_status"`` works as well as
+    ``exc.reason is FailureReason.HTTP_STATUS``. Reasons blamed on the source
+    (the manager then tries the spec's next source) are ``HTTP_STATUS``,
+    ``CONNECTION``, ``STALLED``, ``RETRY_LATER``, ``TOO_MANY_REDIRECTS``,
+    ``INVALID_URL`` and ``SOURCE_MISSING``; the others are local and stop at once.
+    """
+
+    HTTP_STATUS = "http_status"  #: the server answered an error status (``status``)
+    CONNECTION = "connection"  #: refused, reset, timed out, or the body ended short
+    STALLED = "stalled"  #: no byte for ``stall_timeout`` seconds
+    RETRY_LATER = "retry_later"  #: ``Retry-After`` longer than ``max_retry_after``
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    INVALID_URL = "invalid_url"
+    SOURCE_MISSING = "source_missing"  #: a local or package source file is not there
+    DISK_SPACE = "disk_space"  #: not enough free space before starting
+    DISK_FULL = "disk_full"  #: a write failed with ENOSPC, EFBIG or EDQUOT
+    NOT_WRITABLE = "not_writable"  #: the models folder is read-only or not ours
+    FILESYSTEM = "filesystem"  #: another file-system error
+    LOCK_TIMEOUT = "lock_timeout"  #: another process held the model's lock too long
+    CANCELLED = "cancelled"  #: a ``CancelToken`` was cancelled
+    SIZE_MISMATCH = "size_mismatch"  #: the file (or the announced size) has the wrong size
+    CHECKSUM_MISMATCH = "checksum_mismatch"  #: the sha256 differs
+    NOT_DOWNLOADED = "not_downloaded"  #: the model file is not in the models folder
+
+
 class DownloadException(EdgeVedaException, ConnectionError):
     """A model download failed (network, HTTP status, disk, lock).
 
     It is a ``ConnectionError`` (and so an ``OSError``) because almost every
     cause is I/O; ``except OSError`` catches it next to the builtin errors.
+
+    Attributes (keyword-only arguments, all optional):
+        reason: a ``FailureReason`` (``None`` when not classified).
+        url: the source that failed, if any.
+        status: the HTTP status of the last response, or ``None``.
+        path: the local file involved (disk full, lock, read-only folder).
     """
 
     def __init__(
@@ -140,25 +176,121 @@ class DownloadException(EdgeVedaException, ConnectionError):
         message: str,
         details: Optional[str] = None,
         original_error: Optional[BaseException] = None,
+        *,
+        reason: Optional[FailureReason] = None,
+        url: Optional[str] = None,
+        status: Optional[int] = None,
+        path: Optional[str] = None,
     ) -> None:
         EdgeVedaException.__init__(self, message, details, original_error)
         # OSError.__init__ would set .args differently; keep ours.
         self.args = (message,)
+        self.reason = reason
+        self.url = url
+        self.status = status
+        self.path = path
 
     def __str__(self) -> str:
         return EdgeVedaException.__str__(self)
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        state = {"reason": self.reason, "url": self.url, "status": self.status, "path": self.path}
+        return (type(self), (self.message, self.details, None), state)
+
 
 class DownloadCancelledException(DownloadException):
-    """A download was cancelled through a ``CancelToken``; the ``.tmp`` is kept for resume."""
+    """A download was cancelled through a ``CancelToken``; the ``.tmp`` is kept for resume.
+
+    ``reason`` is ``FailureReason.CANCELLED``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+        *,
+        reason: Optional[FailureReason] = FailureReason.CANCELLED,
+        url: Optional[str] = None,
+        status: Optional[int] = None,
+        path: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            message, details, original_error, reason=reason, url=url, status=status, path=path
+        )
 
 
 class ModelValidationException(EdgeVedaException, ValueError):
-    """A model file failed validation: checksum mismatch, wrong size, corrupted file."""
+    """A model file failed validation: checksum mismatch, wrong size, corrupted file.
+
+    Attributes (keyword-only arguments, all optional):
+        reason: a ``FailureReason`` (``SIZE_MISMATCH``, ``CHECKSUM_MISMATCH``,
+            ``NOT_DOWNLOADED``, ``SOURCE_MISSING``) or ``None``.
+        field: the ``ModelSpec`` field that failed (``"size_bytes"``, ``"sha256"``).
+        expected: the value the spec (or sidecar) expects.
+        actual: the value found.
+        path: the file that was checked.
+        model_id: the model's id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+        *,
+        reason: Optional[FailureReason] = None,
+        field: Optional[str] = None,
+        expected: Union[str, int, None] = None,
+        actual: Union[str, int, None] = None,
+        path: Optional[str] = None,
+        model_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, details, original_error)
+        self.reason = reason
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        self.path = path
+        self.model_id = model_id
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        names = ("reason", "field", "expected", "actual", "path", "model_id")
+        state = {name: getattr(self, name) for name in names}
+        return (type(self), (self.message, self.details, None), state)
 
 
 class ChecksumException(ModelValidationException):
-    """A sha256 digest did not match (``details`` gives expected and actual)."""
+    """A sha256 digest did not match.
+
+    ``expected`` and ``actual`` are the two hex digests, ``field`` is
+    ``"sha256"``, ``reason`` is ``FailureReason.CHECKSUM_MISMATCH``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Optional[str] = None,
+        original_error: Optional[BaseException] = None,
+        *,
+        reason: Optional[FailureReason] = FailureReason.CHECKSUM_MISMATCH,
+        field: Optional[str] = "sha256",
+        expected: Union[str, int, None] = None,
+        actual: Union[str, int, None] = None,
+        path: Optional[str] = None,
+        model_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            message,
+            details,
+            original_error,
+            reason=reason,
+            field=field,
+            expected=expected,
+            actual=actual,
+            path=path,
+            model_id=model_id,
+        )
 
 
 class EngineClosedException(InitializationException):

@@ -75,13 +75,13 @@ class Recorder:
 
 
 def assert_valid_or_absent(mm: ModelManager, spec: ModelSpec, data: bytes = DATA) -> None:
-    final = mm.models_dir / spec.file_name
+    final = mm.models_dir / spec.filename
     if final.exists():
         assert final.read_bytes() == data
 
 
 def assert_absent(mm: ModelManager, spec: ModelSpec, tmp_too: bool = True) -> None:
-    final = mm.models_dir / spec.file_name
+    final = mm.models_dir / spec.filename
     assert not final.exists()
     if tmp_too:
         assert not Path(f"{final}.tmp").exists()

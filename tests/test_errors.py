@@ -301,3 +301,55 @@ def test_configuration_exception_carries_the_field() -> None:
     back = pickle.loads(pickle.dumps(exc))
     assert (back.field, back.details) == ("temperature", "temperature=-1: >= 0")
     assert ConfigurationException("x").field is None
+
+
+# ------------------------------------------------------------------------------------------
+# Typed attributes of the model-manager errors (never strings to parse)
+# ------------------------------------------------------------------------------------------
+
+
+def test_download_exception_typed_attributes_survive_pickle() -> None:
+    from edgeveda_ffi.errors import FailureReason
+
+    exc = DownloadException(
+        "Download failed",
+        "HTTP 503",
+        reason=FailureReason.HTTP_STATUS,
+        url="https://example.invalid/m.gguf",
+        status=503,
+    )
+    assert exc.reason is FailureReason.HTTP_STATUS and exc.reason == "http_status"
+    assert exc.status == 503 and exc.url == "https://example.invalid/m.gguf" and exc.path is None
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.reason, back.status, back.url) == (FailureReason.HTTP_STATUS, 503, exc.url)
+    plain = DownloadException("x")  # old positional calls still work, attributes default to None
+    assert plain.reason is None and plain.status is None and plain.url is None
+    cancelled = DownloadCancelledException("Download cancelled")
+    assert cancelled.reason is FailureReason.CANCELLED
+    assert pickle.loads(pickle.dumps(cancelled)).reason is FailureReason.CANCELLED
+
+
+def test_validation_exceptions_carry_field_expected_actual() -> None:
+    from edgeveda_ffi.errors import FailureReason
+
+    exc = ChecksumException(
+        "SHA256 checksum mismatch", expected="a" * 64, actual="b" * 64, path="/m"
+    )
+    assert exc.reason is FailureReason.CHECKSUM_MISMATCH and exc.field == "sha256"
+    assert (exc.expected, exc.actual, exc.path) == ("a" * 64, "b" * 64, "/m")
+    size = ModelValidationException(
+        "Size mismatch",
+        reason=FailureReason.SIZE_MISMATCH,
+        field="size_bytes",
+        expected=10,
+        actual=9,
+    )
+    back = pickle.loads(pickle.dumps(size))
+    assert type(back) is ModelValidationException
+    assert (back.reason, back.field, back.expected, back.actual) == (
+        FailureReason.SIZE_MISMATCH,
+        "size_bytes",
+        10,
+        9,
+    )
+    assert ModelValidationException("m").reason is None

@@ -126,13 +126,28 @@ def test_model_spec_round_trip_and_dart_aliases() -> None:
         context_length=2048,
     )
     assert spec.sha256 == "ab" * 32  # stored lower-case
-    assert spec.file_name == "m-1.q4.gguf" and spec.url == "https://example.invalid/m.gguf"
+    assert spec.filename == "m-1.q4.gguf" and spec.url == "https://example.invalid/m.gguf"
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     dart = ModelSpec.from_dict(
         {"id": "x", "name": "X", "downloadUrl": "http://h/x", "sizeBytes": 3, "checksum": None}
     )
     assert dart.sources == ("http://h/x",) and dart.size_bytes == 3 and dart.sha256 is None
     assert ModelSpec(id="s", name="s", sources="http://h/s").sources == ("http://h/s",)  # type: ignore[arg-type]
+
+
+def test_model_spec_file_name_is_a_deprecated_alias_of_filename() -> None:
+    spec = ModelSpec(id="m", name="m")
+    assert spec.filename == "m.gguf"  # resolved: the default is <id>.gguf
+    with pytest.warns(DeprecationWarning, match="use ModelSpec.filename"):
+        assert spec.file_name == "m.gguf"
+    named = ModelSpec(id="m", name="m", filename="other.gguf")
+    with pytest.warns(DeprecationWarning):
+        assert named.file_name == named.filename == "other.gguf"
+    # a derived name follows a new id; a given one stays
+    assert dataclasses.replace(spec, id="n").filename == "n.gguf"
+    assert dataclasses.replace(named, id="n").filename == "other.gguf"
+    assert ModelSpec(id="m", name="m", filename=None).filename == "m.gguf"  # type: ignore[arg-type]
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
 
 
 @pytest.mark.parametrize(

@@ -7,20 +7,18 @@ models ...`` works (and fails clearly) without a built core.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, TypeVar
 
 from ..errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
-    from ..models.manager import ModelManager
-    from ..models.spec import DownloadProgress, ModelSpec
+    from ..models import CancelToken, DownloadProgress, ModelManager, ModelSpec, VerifyReport
 
 __all__ = [
     "EXIT_OK",
@@ -291,38 +289,62 @@ def _looks_like_path(raw: str) -> bool:
     )
 
 
+def _fetch_with_bar(
+    manager: ModelManager,
+    model_id: str,
+    call: Callable[[CancelToken, Callable[[DownloadProgress], None]], Path],
+) -> Path:
+    """Run ``call(token, on_progress)`` so Ctrl-C cancels it (exit 130).
+
+    The note and the bar appear only once bytes move: a model that is already
+    in place sends a single 100 % event and shows nothing.
+    """
+    from ..models import CancelToken
+
+    token = CancelToken()
+    bars: List[_Bar] = []
+
+    def on_progress(ev: DownloadProgress) -> None:
+        if not bars:
+            if ev.is_complete:
+                return
+            size = f" ({human_bytes(ev.total_bytes)})" if ev.total_bytes is not None else ""
+            _note(f"fetching {model_id}{size} into {manager.models_dir}")
+            bars.append(_Bar(model_id, ev.total_bytes))
+        bars[0].on_progress(ev)
+
+    try:
+        return _run_cancellable(lambda: call(token, on_progress), token.cancel, "download")
+    finally:
+        if bars:
+            bars[0].close()
+
+
 def fetch_model(manager: ModelManager, spec: ModelSpec) -> Path:
     """``manager.ensure(spec)`` with a progress bar; Ctrl-C cancels it (exit 130)."""
-    from ..models.manager import CancelToken
-
-    size = f" ({human_bytes(spec.size_bytes)})" if spec.size_bytes is not None else ""
-    _note(f"fetching {spec.id}{size} into {manager.models_dir}")
-    token = CancelToken()
-    bar = _Bar(spec.id, spec.size_bytes)
-    try:
-        path = _run_cancellable(
-            lambda: manager.ensure(spec, cancel_token=token, on_progress=bar.on_progress),
-            token.cancel,
-            "download",
-        )
-    finally:
-        bar.close()
-    return path
+    return _fetch_with_bar(
+        manager,
+        spec.id,
+        lambda token, on_progress: manager.ensure(
+            spec, cancel_token=token, on_progress=on_progress
+        ),
+    )
 
 
 def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
     """A model file from ``--model`` (a path or an id), ``$EDGEVEDA_MODEL`` or the default.
 
-    An existing file is used as is. A known id is used from the models folder
-    when it is there (size checked; ``edgeveda models verify`` checks the
-    sha256), otherwise fetched first with a progress bar.
+    ``ModelManager.resolve(..., verify=False)`` decides: an existing file is
+    used as is; a known id is used from the models folder when it is there
+    (size checked; ``edgeveda models verify`` checks the sha256), otherwise
+    fetched first with a progress bar. This function only words the errors.
     """
-    from ..models.manager import DEFAULT_MODEL_ID
+    from ..models import DEFAULT_MODEL_ID
 
     raw = id_or_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_ID
     path = Path(raw).expanduser()
     if path.is_file():
-        return path
+        return manager.resolve(path)
     if path.is_dir():
         raise CliError(f"model {raw!r} is a directory, not a GGUF file")
     if _looks_like_path(raw):
@@ -331,69 +353,39 @@ def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
         spec = manager.get_spec(raw)
     except ConfigurationException:
         raise CliError(f"model not found: {raw!r} is neither a file nor a valid model id") from None
-    if manager.is_downloaded(raw):
-        return manager.get_model_path(raw)
-    if spec is None:
+    if spec is None and not manager.is_downloaded(raw):
         known = ", ".join(sorted(s.id for s in manager.known_models()))
         raise CliError(
             f"unknown model {raw!r}: not a file and not a known model id "
             f"(known: {known}; see `edgeveda models list`)"
         )
-    return fetch_model(manager, spec)
+    return _fetch_with_bar(
+        manager,
+        raw,
+        lambda token, on_progress: manager.resolve(
+            raw, verify=False, cancel_token=token, on_progress=on_progress
+        ),
+    )
 
 
-def verify_model(manager: ModelManager, model_id: str) -> Dict[str, Any]:
-    """Check a downloaded model's size and sha256 with a progress bar.
+def verify_model(manager: ModelManager, model_id: str) -> VerifyReport:
+    """``manager.check(model_id)`` (``ModelManager.verify``'s rules) with a progress bar.
 
-    The expected digest is the registry's (or the spec's), else the one the
-    sidecar recorded when the model was placed. Raises CliError when the
-    model is absent, ChecksumException/ModelValidationException when it is bad.
+    CliError when the model is absent, ChecksumException/ModelValidationException when bad.
     """
-    from ..errors import ChecksumException, ModelValidationException
+    from ..errors import FailureReason, ModelValidationException
 
-    spec = manager.get_spec(model_id)
-    path = manager.get_model_path(model_id)
-    if not path.is_file():
-        raise CliError(
-            f"model {model_id!r} is not downloaded (run `edgeveda models download {model_id}`)"
-        )
-    meta = manager.get_metadata(model_id) or {}
-    size = path.stat().st_size
-    expected_size = spec.size_bytes if spec is not None else meta.get("size_bytes")
-    expected_sha = spec.sha256 if spec is not None else None
-    source = "registry"
-    if expected_sha is None and isinstance(meta.get("sha256"), str):
-        expected_sha = str(meta["sha256"]).lower()
-        source = "sidecar"
-    if isinstance(expected_size, int) and size != expected_size:
-        raise ModelValidationException(
-            "Size mismatch", f"{model_id}: {size} bytes at {path}, expected {expected_size}"
-        )
-    h = hashlib.sha256()
-    bar = _Bar(f"verify {model_id}", size)
+    bar = _Bar(f"verify {model_id}", None)
     try:
-        with open(path, "rb") as f:
-            while True:
-                chunk = f.read(1 << 20)
-                if not chunk:
-                    break
-                h.update(chunk)
-                bar.update(len(chunk))
+        return manager.check(model_id, on_progress=bar.on_progress)
+    except ModelValidationException as exc:
+        if exc.reason is FailureReason.NOT_DOWNLOADED:
+            raise CliError(
+                f"model {model_id!r} is not downloaded (run `edgeveda models download {model_id}`)"
+            ) from None
+        raise
     finally:
         bar.close()
-    actual = h.hexdigest()
-    if expected_sha is not None and actual != expected_sha:
-        raise ChecksumException(
-            "SHA256 checksum mismatch",
-            f"{model_id}: expected {expected_sha}, actual {actual} ({path})",
-        )
-    return {
-        "id": model_id,
-        "path": str(path),
-        "size_bytes": size,
-        "sha256": actual,
-        "checked_against": source if expected_sha is not None else None,
-    }
 
 
 # ---------------------------------------------------------------- Ctrl-C streaming

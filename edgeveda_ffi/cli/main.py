@@ -407,7 +407,7 @@ def build_parser() -> _Parser:
 
 
 def _manager(args: argparse.Namespace) -> ModelManager:
-    from ..models.manager import ModelManager
+    from ..models import ModelManager
 
     return ModelManager(models_dir=getattr(args, "models_dir", None))
 
@@ -716,7 +716,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from ..models.manager import DEFAULT_MODEL_ID
+    from ..models import DEFAULT_MODEL_ID
 
     manager = _manager(args)
     downloaded = set(manager.list_downloaded())
@@ -752,7 +752,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_download(args: argparse.Namespace) -> int:
-    from ..models.spec import ModelSpec
+    from ..models import ModelSpec
 
     manager = _manager(args)
     if args.url is not None:
@@ -796,31 +796,28 @@ def cmd_models_path(args: argparse.Namespace) -> int:
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
-    result = verify_model(_manager(args), args.id)
-    against = result["checked_against"]
-    if against is None:
-        print(f"{args.id}: size ok, no sha256 known (sha256 {result['sha256']})")
+    report = verify_model(_manager(args), args.id)
+    if report.checked_against is None:
+        print(f"{args.id}: size ok, no sha256 known (sha256 {report.sha256})")
     else:
-        print(f"{args.id}: OK (sha256 {result['sha256']}, {human_bytes(result['size_bytes'])})")
+        print(f"{args.id}: OK (sha256 {report.sha256}, {human_bytes(report.size_bytes)})")
     return EXIT_OK
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
-    from ..models.manager import CancelToken
-    from ..models.spec import ModelSpec
+    from ..errors import FailureReason, ModelValidationException
+    from ..models import CancelToken, ModelSpec
     from .common import _Bar, _run_cancellable
 
     manager = _manager(args)
     src = Path(args.path).expanduser()
-    if not src.is_file():
-        raise CliError(f"file not found: {args.path}")
     try:
         spec = ModelSpec(id=args.id, name=args.name or args.id, sha256=args.sha256)
     except ConfigurationException as exc:
         raise UsageError(error_line(exc)) from None
     known = manager.get_spec(args.id) if args.sha256 is None and args.name is None else None
     token = CancelToken()
-    bar = _Bar(f"import {args.id}", src.stat().st_size)
+    bar = _Bar(f"import {args.id}", None)
     try:
         path = _run_cancellable(
             lambda: manager.import_model(
@@ -829,6 +826,10 @@ def cmd_models_import(args: argparse.Namespace) -> int:
             token.cancel,
             "import",
         )
+    except ModelValidationException as exc:
+        if exc.reason is FailureReason.SOURCE_MISSING:
+            raise CliError(f"file not found: {args.path}") from None
+        raise
     finally:
         bar.close()
     print(path)

@@ -8,6 +8,7 @@ from .cancel import CancelToken
 from .manager import MODELS_DIR_ENV, ModelManager, default_models_dir
 from .registry import DEFAULT_MODEL_ID, KNOWN_MODELS
 from .spec import DownloadProgress, ModelSpec
+from .store import VerifyReport
 
 __all__ = [
     "CancelToken",
@@ -17,5 +18,6 @@ __all__ = [
     "ModelManager",
     "ModelSpec",
     "MODELS_DIR_ENV",
+    "VerifyReport",
     "default_models_dir",
 ]

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import DownloadException
+from ..errors import DownloadException, FailureReason
 
 __all__ = [
     "DISK_FULL_ERRNOS",
@@ -20,7 +20,6 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "hash_file",
-    "is_disk_full",
     "is_private_regular_file",
     "is_regular_file",
     "mb",
@@ -40,14 +39,6 @@ _BINARY = getattr(os, "O_BINARY", 0)
 DISK_FULL_ERRNOS = frozenset(
     e for e in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if e is not None
 )
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """True if ``err`` (or the ``OSError`` it wraps) says the disk is full."""
-    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
-        return True
-    orig = getattr(err, "original_error", None)
-    return isinstance(orig, OSError) and orig.errno in DISK_FULL_ERRNOS
 
 
 def mb(n: float) -> str:
@@ -183,11 +174,13 @@ def hash_file(
     chunk_size: int = 1 << 20,
     limit: Optional[int] = None,
     check: Optional[Callable[[], None]] = None,
+    on_bytes: Optional[Callable[[int], None]] = None,
 ) -> int:
     """Feed ``path`` (up to ``limit`` bytes) into ``hasher``; return the bytes read.
 
-    ``check`` is called before each chunk (to raise on cancellation). The file
-    is opened with ``O_NOFOLLOW``.
+    ``check`` is called before each chunk (to raise on cancellation),
+    ``on_bytes`` after it with the bytes hashed so far. The file is opened with
+    ``O_NOFOLLOW``.
     """
     fd = os.open(str(path), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY)
     total = 0
@@ -201,24 +194,33 @@ def hash_file(
                 break
             hasher.update(block)
             total += len(block)
+            if on_bytes is not None:
+                on_bytes(total)
     finally:
         os.close(fd)
     return total
 
 
-def sha256_file(path: Path, check: Optional[Callable[[], None]] = None) -> str:
-    """The sha256 hex digest of ``path``."""
+def sha256_file(
+    path: Path,
+    check: Optional[Callable[[], None]] = None,
+    on_bytes: Optional[Callable[[int], None]] = None,
+) -> str:
+    """The sha256 hex digest of ``path`` (see ``hash_file`` for the callbacks)."""
     h = hashlib.sha256()
-    hash_file(path, h, check=check)
+    hash_file(path, h, check=check, on_bytes=on_bytes)
     return h.hexdigest()
 
 
 def wrap_os_error(err: OSError, what: str, where: Path) -> DownloadException:
-    """A ``DownloadException`` naming the problem of ``err`` (disk full, read-only, ...)."""
+    """A ``DownloadException`` naming the problem of ``err``: ``reason`` is
+    ``DISK_FULL``, ``NOT_WRITABLE`` or ``FILESYSTEM``, ``path`` is ``where``."""
     if err.errno in DISK_FULL_ERRNOS:
-        msg = "Disk full"
+        msg, reason = "Disk full", FailureReason.DISK_FULL
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        msg = "Models folder is not writable"
+        msg, reason = "Models folder is not writable", FailureReason.NOT_WRITABLE
     else:
-        msg = "File system error"
-    return DownloadException(f"{msg} while {what}", f"{where}: {err}", err)
+        msg, reason = "File system error", FailureReason.FILESYSTEM
+    return DownloadException(
+        f"{msg} while {what}", f"{where}: {err}", err, reason=reason, path=str(where)
+    )

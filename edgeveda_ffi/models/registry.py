@@ -7,15 +7,12 @@ at its upstream URL.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .spec import ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL_ID",
     "KNOWN_MODELS",
     "SMOLLM2_135M_INSTRUCT_Q4_1",
-    "get_known_model",
 ]
 
 #: Id of the model ``ModelManager.ensure()`` users reach for first.
@@ -44,11 +41,3 @@ SMOLLM2_135M_INSTRUCT_Q4_1 = ModelSpec(
 
 #: Every model the manager knows by id.
 KNOWN_MODELS: tuple[ModelSpec, ...] = (SMOLLM2_135M_INSTRUCT_Q4_1,)
-
-
-def get_known_model(model_id: str) -> Optional[ModelSpec]:
-    """The registry entry for ``model_id``, or ``None``."""
-    for spec in KNOWN_MODELS:
-        if spec.id == model_id:
-            return spec
-    return None

@@ -1,4 +1,4 @@
-"""Plain data types of the model manager: ``DownloadProgress`` and ``ModelSpec``.
+"""Plain data types of the model manager: ``DownloadProgress``, ``ModelSpec``, ``DownloadConfig``.
 
 Both are frozen dataclasses with no I/O. ``ModelSpec`` validates itself on
 construction, so a spec that exists is one the manager can use safely: its id
@@ -19,6 +19,7 @@ Sources (``ModelSpec.sources``, tried in order):
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -26,6 +27,7 @@ from ..errors import ConfigurationException
 
 __all__ = [
     "SUPPORTED_SCHEMES",
+    "DownloadConfig",
     "DownloadProgress",
     "ModelSpec",
     "validate_filename",
@@ -96,6 +98,21 @@ class DownloadProgress:
             f"DownloadProgress({pct_s}, {self.downloaded_bytes}/{total} B, "
             f"{self.speed_bytes_per_second / 1e6:.2f} MB/s, eta {eta})"
         )
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Knobs of a download (each documented on ``ModelManager``)."""
+
+    max_retries: int = 3
+    retry_backoff: tuple[float, ...] = (1.0, 2.0, 4.0)
+    stall_timeout: float = 30.0
+    connect_timeout: float = 15.0
+    chunk_size: int = 256 * 1024
+    max_retry_after: float = 60.0
+    max_redirects: int = 10
+    free_space_margin: int = 100 * 1024 * 1024
+    user_agent: str = "edgeveda-ffi"
 
 
 def validate_model_id(model_id: object) -> str:
@@ -176,6 +193,12 @@ def _validate_source(source: object) -> str:
     return source
 
 
+class _DerivedName(str):
+    """A file name the spec derived from its id (``<id>.gguf``), not one it was given."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the manager knows about one model, before or after it is downloaded.
@@ -188,7 +211,8 @@ class ModelSpec:
         size_bytes: exact size in bytes, or ``None`` when not known.
         sha256: expected digest (64 hex digits) or ``None``. Every entry of the
             built-in registry has one.
-        filename: the file's name in the models folder; ``<id>.gguf`` if unset.
+        filename: the file's name in the models folder; ``<id>.gguf`` when not
+            given (the attribute always holds the resolved name).
         description, family, quantization, parameters_b, context_length,
         license: informational.
     """
@@ -198,7 +222,7 @@ class ModelSpec:
     sources: tuple[str, ...] = ()
     size_bytes: Optional[int] = None
     sha256: Optional[str] = None
-    filename: Optional[str] = None
+    filename: str = ""
     description: str = ""
     family: Optional[str] = None
     quantization: Optional[str] = None
@@ -224,10 +248,13 @@ class ModelSpec:
                 "Invalid model size",
                 f"size_bytes={size!r}: expected an int >= 0 or None",
             )
-        if self.filename is not None:
-            validate_filename(self.filename)
-        else:
-            validate_filename(f"{self.id}.gguf")
+        # Empty or None (older callers, JSON) mean "<id>.gguf". A name derived
+        # from the id is a _DerivedName, so it follows the id through
+        # dataclasses.replace(spec, id=...) instead of sharing the old file.
+        name = self.filename
+        if not name or isinstance(name, _DerivedName):
+            name = _DerivedName(f"{self.id}.gguf")
+        object.__setattr__(self, "filename", validate_filename(name))
         if self.context_length is not None and self.context_length <= 0:
             raise ConfigurationException(
                 "Invalid context length", f"context_length={self.context_length!r}"
@@ -236,8 +263,13 @@ class ModelSpec:
 
     @property
     def file_name(self) -> str:
-        """The model's file name in the models folder (``filename`` or ``<id>.gguf``)."""
-        return self.filename if self.filename is not None else f"{self.id}.gguf"
+        """Deprecated alias of ``filename`` (warns with ``DeprecationWarning``)."""
+        warnings.warn(
+            "ModelSpec.file_name is deprecated; use ModelSpec.filename",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.filename
 
     @property
     def url(self) -> Optional[str]:
@@ -247,15 +279,11 @@ class ModelSpec:
                 return s
         return None
 
-    @property
-    def size_mb(self) -> Optional[float]:
-        """``size_bytes`` in MB (10^6 bytes), or ``None``."""
-        return None if self.size_bytes is None else self.size_bytes / 1e6
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict; ``ModelSpec.from_dict(spec.to_dict()) == spec``."""
         d = asdict(self)
         d["sources"] = list(self.sources)
+        d["filename"] = str(self.filename)
         d["extra"] = dict(self.extra)
         return d
 
