@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=0, help="0: the manager's default")
     args = parser.parse_args(argv)
 
-    from edgeveda_ffi.models import ModelManager, ModelSpec
+    from edgeveda_ffi import ModelManager, ModelSpec
 
     kw = {"chunk_size": args.chunk_size} if args.chunk_size else {}
     manager = ModelManager(args.dir, max_retries=0, **kw)

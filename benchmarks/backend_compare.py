@@ -72,8 +72,7 @@ def build_time(backend: str) -> Dict[str, float]:
 
 
 def speed(model: Path, backend: Any, reps: int, tg_tokens: int) -> Dict[str, Any]:
-    from edgeveda_ffi import Backend
-    from edgeveda_ffi.engine import EdgeVeda
+    from edgeveda_ffi import Backend, EdgeVeda
 
     t0 = time.perf_counter()
     llm = EdgeVeda(model, backend=backend, gpu_layers=-1, context_size=1024, batch_size=512)

@@ -88,10 +88,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n-gen", type=int, default=128)
     a = parser.parse_args(argv)
 
+    import edgeveda_ffi.engine.bindings as bindings
     from benchmarks._harness import DEFAULT_PROMPT
     from benchmarks.compare import default_model
     from edgeveda_ffi import Backend, EdgeVeda
-    from edgeveda_ffi.engine import bindings
 
     model = a.model or default_model()
     if model is None:

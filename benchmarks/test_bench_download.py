@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 def test_download(
     benchmark: Any, file_server: Tuple[str, Path], tmp_path: Path, quick: bool
 ) -> None:
-    from edgeveda_ffi.models import ModelManager, ModelSpec
+    from edgeveda_ffi import ModelManager, ModelSpec
 
     base, folder = file_server
     size = (4 if quick else 64) * 1024 * 1024

@@ -14,7 +14,7 @@ manager work without it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import HEADER_VERSION, __version__
 from .engine import (
@@ -46,6 +46,28 @@ from .errors import (
     NativeErrorCode,
 )
 
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from .engine import (
+        AsyncTokenStream as AsyncTokenStream,
+        Backend as Backend,
+        ChatSession as ChatSession,
+        Config as Config,
+        EdgeVeda as EdgeVeda,
+        GenerationParams as GenerationParams,
+        StreamPiece as StreamPiece,
+        TokenStream as TokenStream,
+        native_info as native_info,
+    )
+    from .models import (
+        DEFAULT_MODEL_ID as DEFAULT_MODEL_ID,
+        KNOWN_MODELS as KNOWN_MODELS,
+        CancelToken as CancelToken,
+        DownloadProgress as DownloadProgress,
+        ModelManager as ModelManager,
+        ModelSpec as ModelSpec,
+        VerifyReport as VerifyReport,
+    )
+
 _LAZY = {
     "Backend": "engine",
     "Config": "engine",
@@ -62,6 +84,7 @@ _LAZY = {
     "ModelSpec": "models",
     "DEFAULT_MODEL_ID": "models",
     "KNOWN_MODELS": "models",
+    "VerifyReport": "models",
 }
 
 __all__ = [
@@ -91,7 +114,22 @@ __all__ = [
     "ModelLoadException",
     "ModelValidationException",
     "NativeErrorCode",
-    *_LAZY,
+    "Backend",
+    "Config",
+    "GenerationParams",
+    "EdgeVeda",
+    "TokenStream",
+    "AsyncTokenStream",
+    "StreamPiece",
+    "ChatSession",
+    "native_info",
+    "ModelManager",
+    "CancelToken",
+    "DownloadProgress",
+    "ModelSpec",
+    "DEFAULT_MODEL_ID",
+    "KNOWN_MODELS",
+    "VerifyReport",
 ]
 
 

@@ -57,7 +57,7 @@ def run_bench(
     write: Callable[[str], None],
 ) -> int:
     """Load the model, measure, print a table (or JSON); returns the exit code."""
-    from ..engine.llm import EdgeVeda
+    from .. import EdgeVeda
 
     cfg = dict(config_kwargs)
     needed = prompt_tokens + gen_tokens + 8

@@ -17,8 +17,7 @@ from ..errors import EdgeVedaException
 from .common import EXIT_OK, error_line, write_stream
 
 if TYPE_CHECKING:
-    from ..engine.chat import ChatSession
-    from ..engine.llm import EdgeVeda
+    from .. import ChatSession, EdgeVeda
 
 __all__ = ["run_chat"]
 

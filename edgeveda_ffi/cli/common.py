@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, TypeV
 from ..errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
-    from ..models import CancelToken, DownloadProgress, ModelManager, ModelSpec, VerifyReport
+    from .. import CancelToken, DownloadProgress, ModelManager, ModelSpec, VerifyReport
 
 __all__ = [
     "EXIT_OK",
@@ -299,7 +299,7 @@ def _fetch_with_bar(
     The note and the bar appear only once bytes move: a model that is already
     in place sends a single 100 % event and shows nothing.
     """
-    from ..models import CancelToken
+    from .. import CancelToken
 
     token = CancelToken()
     bars: List[_Bar] = []
@@ -339,7 +339,7 @@ def resolve_model(manager: ModelManager, id_or_path: Optional[str]) -> Path:
     (size checked; ``edgeveda models verify`` checks the sha256), otherwise
     fetched first with a progress bar. This function only words the errors.
     """
-    from ..models import DEFAULT_MODEL_ID
+    from .. import DEFAULT_MODEL_ID
 
     raw = id_or_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_ID
     path = Path(raw).expanduser()

@@ -8,7 +8,7 @@ so that importing the result types never loads the native library.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .environment import CPU_EXTRA_BUFFERS_ENV, cpu_extra_buffers_from_env
 from .results import (
@@ -21,6 +21,17 @@ from .results import (
     ModelInfo,
     TokenInfo,
 )
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from .chat import ChatSession as ChatSession
+    from .config import Backend as Backend, Config as Config, GenerationParams as GenerationParams
+    from .info import native_info as native_info
+    from .llm import EdgeVeda as EdgeVeda
+    from .streams import (
+        AsyncTokenStream as AsyncTokenStream,
+        StreamPiece as StreamPiece,
+        TokenStream as TokenStream,
+    )
 
 _LAZY = {
     "Backend": "config",
@@ -45,7 +56,15 @@ __all__ = [
     "MemoryStats",
     "ModelInfo",
     "TokenInfo",
-    *_LAZY,
+    "Backend",
+    "Config",
+    "GenerationParams",
+    "EdgeVeda",
+    "TokenStream",
+    "AsyncTokenStream",
+    "StreamPiece",
+    "ChatSession",
+    "native_info",
 ]
 
 

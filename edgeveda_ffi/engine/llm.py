@@ -58,10 +58,6 @@ ChatMessage = Mapping[str, str]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _no_cancel() -> None:
-    """A read-only call has nothing to cancel."""
-
-
 def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     def dispatch(current: int, limit: int) -> None:
         engine = ref()
@@ -366,9 +362,7 @@ class EdgeVeda:
 
         Read where this thread's generations run (the worker, from the main
         thread), so it reports the last :meth:`generate` of the calling thread."""
-        return self._call(
-            lambda ctx: worker.run(lambda: bindings.get_last_generation_stats(ctx), _no_cancel)
-        )
+        return self._call(lambda ctx: worker.run(lambda: bindings.get_last_generation_stats(ctx)))
 
     # ---------------------------------------------------------- tokenizer
 

@@ -175,7 +175,7 @@ def on_worker() -> bool:
     return threading.current_thread() is _worker
 
 
-def run(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+def run(fn: Callable[[], T], cancel: Optional[Callable[[], Any]] = None) -> T:
     """Call ``fn`` so that Ctrl-C cancels it: on the worker from the main
     thread (waiting interruptibly), directly from any other thread."""
     if threading.current_thread() is not threading.main_thread():
@@ -193,7 +193,7 @@ def run(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
     return job.outcome()
 
 
-async def run_async(fn: Callable[[], T], cancel: Callable[[], Any]) -> T:
+async def run_async(fn: Callable[[], T], cancel: Optional[Callable[[], Any]] = None) -> T:
     """Await ``fn`` run on the worker, without blocking the event loop.
 
     When the awaiting task is cancelled, the job is cancelled and awaited
