@@ -29,7 +29,7 @@ from ..errors import ConfigurationException, EdgeVedaException, EngineClosedExce
 from . import bindings, worker
 from .callbacks import CallbackBox
 from .config import Backend, Config, GenerationParams
-from .lifecycle import foreign_process_error, free_owned
+from .lifecycle import Owner, free_owned
 from .marshal import NativeParams, encode, encode_messages
 from .results import (
     EmbeddingResult,
@@ -130,8 +130,8 @@ class EdgeVeda:
             raise aborted_by
         self._ctx = ctx
         self._closed = False
-        self._pid = os.getpid()
-        self._finalizer = weakref.finalize(self, free_owned, self._pid, ctx, self._boxes)
+        self._owner = Owner()
+        self._finalizer = weakref.finalize(self, free_owned, self._owner, ctx, self._boxes)
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> EdgeVeda:
@@ -151,7 +151,7 @@ class EdgeVeda:
                 return
             self._closed = True
             busy = self._inflight > 0
-        if self._pid != os.getpid():
+        if self._owner.inherited:
             return  # a fork()ed child's copy: nothing of it may be touched here
         stream = self._stream_ref() if self._stream_ref else None
         if stream is not None:
@@ -177,8 +177,8 @@ class EdgeVeda:
 
     def _acquire(self) -> Any:
         """The native context, counted as in use until :meth:`_release`."""
-        if self._pid != os.getpid():
-            raise foreign_process_error(self._pid)
+        if self._owner.inherited:
+            raise self._owner.foreign_error()
         with self._state_lock:
             if self._closed:
                 raise EngineClosedException(
@@ -196,8 +196,8 @@ class EdgeVeda:
 
     def _ensure_open(self) -> None:
         """Raise EngineClosedException once closed (for methods that may not call native)."""
-        if self._pid != os.getpid():
-            raise foreign_process_error(self._pid)
+        if self._owner.inherited:
+            raise self._owner.foreign_error()
         if self._closed:
             raise EngineClosedException(
                 "Engine is closed", "this EdgeVeda was closed; create a new one"

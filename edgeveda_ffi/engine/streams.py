@@ -4,7 +4,6 @@ stream before the engine's next call."""
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional, Tuple
 from ..errors import EdgeVedaException, GenerationException
 from . import bindings, worker
 from .config import GenerationParams
-from .lifecycle import foreign_process_error, free_stream_owned
+from .lifecycle import free_stream_owned
 from .results import GenerationStats, TokenInfo
 
 if TYPE_CHECKING:
@@ -123,19 +122,18 @@ class TokenStream(Iterator[Any]):
         self._token_info = token_info
         self._done = False
         self._lock = threading.Lock()
-        self._pid = engine._pid
-        self._forks = worker.fork_count
+        self._owner = engine._owner
         self._read = bindings.stream_reader(handle)
         self._cancel_native = lambda: bindings.stream_cancel(handle)
-        self._finalizer = weakref.finalize(self, free_stream_owned, self._pid, handle)
+        self._finalizer = weakref.finalize(self, free_stream_owned, self._owner, handle)
 
     def __iter__(self) -> TokenStream:
         return self
 
     def _next_text(self) -> Optional[str]:
         """The next piece, or None at the end."""
-        if self._forks != worker.fork_count:
-            raise foreign_process_error(self._pid)
+        if self._owner.inherited:
+            raise self._owner.foreign_error()
         with self._lock:
             if self._done or self._handle is None:
                 return None
@@ -188,7 +186,7 @@ class TokenStream(Iterator[Any]):
     def cancel(self) -> None:
         """Stop the stream from any thread; the iteration then ends."""
         h = self._handle
-        if h is not None and self._pid == os.getpid():
+        if h is not None and not self._owner.inherited:
             bindings.stream_cancel(h)
 
     def close(self) -> None:
@@ -201,7 +199,7 @@ class TokenStream(Iterator[Any]):
         h = self._handle
         if h is None:
             return False
-        if self._pid != os.getpid():  # a fork()ed child's copy: forget it, touch nothing
+        if self._owner.inherited:  # a fork()ed child's copy: forget it, touch nothing
             self._handle = None
             self._done = True
             return True

@@ -34,7 +34,7 @@ from typing import Any, Callable, Generic, List, Optional, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Job", "JobCancelled", "submit", "run", "run_async", "fork_count"]
+__all__ = ["Job", "JobCancelled", "submit", "run", "run_async"]
 
 
 class JobCancelled(Exception):
@@ -116,21 +116,14 @@ class Job(Generic[T]):
 _lock = threading.Lock()
 _jobs: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
 _worker: Optional[threading.Thread] = None
-_worker_pid = 0
-
-#: How many fork()s this process is removed from the first Python process;
-#: an object compares it with its own copy in one load where a per-call
-#: os.getpid() would be a system call (the stream's per-piece path).
-fork_count = 0
 
 
 def _after_fork_in_child() -> None:
     # the parent's worker does not exist here, and _lock may have been held
     # by a parent thread at the fork
-    global _lock, _worker, fork_count
+    global _lock, _worker
     _lock = threading.Lock()
     _worker = None
-    fork_count += 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -143,15 +136,14 @@ def _serve(jobs: queue.SimpleQueue[Job[Any]]) -> None:
 
 
 def _start() -> None:
-    global _worker, _worker_pid, _jobs
+    global _worker, _jobs
     with _lock:
-        if _worker is None or _worker_pid != os.getpid() or not _worker.is_alive():
+        if _worker is None or not _worker.is_alive():
             _jobs = queue.SimpleQueue()  # a fork()ed child may inherit a half-used queue
             _worker = threading.Thread(
                 target=_serve, args=(_jobs,), name="edgeveda-worker", daemon=True
             )
             _worker.start()
-            _worker_pid = os.getpid()
 
 
 def submit(
