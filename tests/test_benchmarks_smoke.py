@@ -122,6 +122,43 @@ def test_stream_gap_runs(smollm2_path: Path) -> None:
         )
 
 
+def test_package_ab_runs(smollm2_path: Path) -> None:
+    """benchmarks/package_ab.py stages the package of a git revision beside
+    this checkout's extension (it refuses to run when the staged package is
+    not the one imported) and reports after/before ratios of both kinds."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout: package_ab stages a revision from git")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.package_ab",
+            "--before",
+            head,
+            "--blocks",
+            "2",
+            "--n-gen",
+            "8",
+            "--threads",
+            "1",
+            "--model",
+            str(smollm2_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    medians = out["after_over_before_median"]
+    for key in ("generate_e2e_tok_s", "stream_e2e_tok_s", "stream_first_token_ms"):
+        assert 0.2 < medians[key] < 5, out  # the same code on both sides
+
+
 def test_thread_paths_runs(smollm2_path: Path, tmp_path: Path) -> None:
     """benchmarks/thread_paths.py: one round of every calling-thread path, both settings of the
     extra buffer types, and the JSON that compare.py --cpu-rows tabulates."""
