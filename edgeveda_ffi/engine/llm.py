@@ -28,6 +28,7 @@ from typing import (
 from ..errors import ConfigurationException, EdgeVedaException, EngineClosedException
 from . import bindings, worker
 from .callbacks import CallbackBox
+from .completions import OpenAICompatible
 from .config import Backend, Config, GenerationParams
 from .lifecycle import Owner, free_owned
 from .marshal import NativeParams, encode, encode_messages
@@ -67,7 +68,7 @@ def _weak_dispatch(ref: weakref.ref[EdgeVeda]) -> Callable[[int, int], None]:
     return dispatch
 
 
-class EdgeVeda:
+class EdgeVeda(OpenAICompatible):
     """One loaded model: generate, stream, chat, embed, cancel, inspect memory.
 
     Use it as a context manager, or call :meth:`close`; a forgotten engine is

@@ -1,0 +1,374 @@
+"""The OpenAI shapes over the engine: ``create_completion`` and
+``create_chat_completion``, with llama-cpp-python's names.
+
+They return plain dicts in the shapes of the OpenAI API (``id``, ``object``,
+``created``, ``model``, ``choices``, ``usage``; typed as the TypedDicts of
+``openai_types.py``), and with ``stream=True`` an iterator of the chunk
+shapes. Everything runs on the engine's own calls (``generate``, ``stream``,
+``apply_chat_template``): the model's chat template, stop sequences, seeds and
+cancel behave as there; closing a stream's iterator frees the native stream.
+
+Parameters the engine does not have (``n`` > 1, ``logit_bias``, ...) raise
+ConfigurationException naming them rather than being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
+
+from ..errors import ConfigurationException
+from .chat_format import render_messages, tool_calls_from_text, tools_system_prompt
+from .openai_types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CompletionChunk,
+)
+from .results import FinishReason
+
+if TYPE_CHECKING:
+    from .config import GenerationParams
+    from .results import GenerateResult
+
+__all__ = ["OpenAICompatible", "finish_reason_name"]
+
+#: OpenAI request fields that map onto GenerationParams one to one.
+_SAME_NAME = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repeat_penalty",
+    "seed",
+)
+#: Accepted for compatibility and without effect on one local model.
+_IGNORED = ("user", "model", "store", "metadata", "service_tier", "parallel_tool_calls")
+
+
+def finish_reason_name(reason: FinishReason) -> str:
+    """The OpenAI ``finish_reason`` of an engine FinishReason: ``length`` when
+    max_tokens ran out, else ``stop`` (a stop sequence, the end of the text,
+    or a cancel: OpenAI's shapes have no cancelled)."""
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def _unsupported(field: str, why: str) -> ConfigurationException:
+    return ConfigurationException("Unsupported parameter", f"{field}: {why}", field=field)
+
+
+class OpenAICompatible:
+    """The OpenAI-shaped methods of :class:`EdgeVeda` (a mixin over its
+    ``generate``, ``stream``, ``apply_chat_template`` and ``config``)."""
+
+    if TYPE_CHECKING:  # provided by EdgeVeda
+        config: Any
+        defaults: GenerationParams
+
+        def generate(
+            self, prompt: str, params: Optional[GenerationParams] = None, **kw: Any
+        ) -> GenerateResult: ...
+
+        def stream(
+            self, prompt: str, params: Optional[GenerationParams] = None, **kw: Any
+        ) -> Any: ...
+
+        def apply_chat_template(
+            self, messages: Sequence[Mapping[str, str]], add_assistant: bool = True
+        ) -> str: ...
+
+    # ------------------------------------------------------------ completions
+
+    def create_completion(
+        self,
+        prompt: str,
+        *,
+        max_tokens: Optional[int] = 16,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: bool = False,
+        logprobs: Optional[int] = None,
+        response_format: Optional[Mapping[str, Any]] = None,
+        grammar: Optional[str] = None,
+        n: int = 1,
+        **sampling: Any,
+    ) -> Union[Completion, Iterator[CompletionChunk]]:
+        """``/v1/completions``: complete ``prompt`` (raw text, no template).
+
+        ``max_tokens`` defaults to 16 as OpenAI's; None means the engine's
+        default. ``logprobs=k`` (0..20) adds the legacy completions
+        ``logprobs`` object. Other keywords: temperature, top_p, top_k, min_p,
+        frequency/presence/repeat_penalty, seed.
+        """
+        params = self._openai_params(
+            sampling,
+            max_tokens=max_tokens,
+            stop=stop,
+            n=n,
+            grammar=grammar,
+            response_format=response_format,
+            logprobs=logprobs is not None,
+            top_logprobs=logprobs,
+        )
+        head = self._head("cmpl", sampling.get("model"))
+        if stream:
+            return self._completion_chunks(prompt, params, head)
+        result = self.generate(prompt, params)
+        choice: Dict[str, Any] = {
+            "text": result.text,
+            "index": 0,
+            "logprobs": _completion_logprobs(result) if logprobs is not None else None,
+            "finish_reason": finish_reason_name(result.finish_reason),
+        }
+        out: Dict[str, Any] = {
+            **head,
+            "object": "text_completion",
+            "choices": [choice],
+            "usage": _usage(result.prompt_tokens, result.completion_tokens),
+        }
+        return cast(Completion, out)
+
+    def _completion_chunks(
+        self, prompt: str, params: GenerationParams, head: Dict[str, Any]
+    ) -> Iterator[CompletionChunk]:
+        def chunk(text: str, reason: Optional[str]) -> CompletionChunk:
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+            return cast(CompletionChunk, {**head, "object": "text_completion", "choices": [choice]})
+
+        with self.stream(prompt, params) as pieces:
+            for piece in pieces:
+                yield chunk(str(piece), None)
+            reason = finish_reason_name(pieces.stats.finish_reason)
+        yield chunk("", reason)
+
+    # -------------------------------------------------------- chat completions
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: Optional[int] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: bool = False,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        response_format: Optional[Mapping[str, Any]] = None,
+        logprobs: bool = False,
+        top_logprobs: Optional[int] = None,
+        n: int = 1,
+        max_completion_tokens: Optional[int] = None,
+        **sampling: Any,
+    ) -> Union[ChatCompletion, Iterator[ChatCompletionChunk]]:
+        """``/v1/chat/completions``: answer ``messages`` with the model's chat template.
+
+        ``tools``/``tool_choice`` in the OpenAI shape: a forced or required tool
+        constrains the output to a call (``message.tool_calls``,
+        ``finish_reason: "tool_calls"``); ``"auto"`` lets the model answer or
+        call. ``response_format`` takes ``{"type": "json_object"}`` or a
+        ``json_schema``. ``max_tokens`` None means the engine's default.
+        """
+        if max_completion_tokens is not None:
+            max_tokens = max_completion_tokens
+        tool_grammar, tool_prompt = _tool_setup(tools, tool_choice)
+        if tool_grammar is not None and response_format is not None:
+            raise ConfigurationException(
+                "Invalid parameter",
+                "response_format and a forced tool call cannot be combined",
+                field="response_format",
+            )
+        params = self._openai_params(
+            sampling,
+            max_tokens=max_tokens,
+            stop=stop,
+            n=n,
+            grammar=tool_grammar,
+            response_format=response_format,
+            logprobs=bool(logprobs),
+            top_logprobs=top_logprobs if logprobs else None,
+        )
+        prompt = self.apply_chat_template(render_messages(messages, tool_prompt))
+        head = self._head("chatcmpl", sampling.get("model"))
+        wants_tools = tool_prompt is not None
+        if stream:
+            return self._chat_chunks(prompt, params, head, wants_tools, bool(logprobs))
+        result = self.generate(prompt, params)
+        message: Dict[str, Any] = {"role": "assistant", "content": result.text}
+        reason = finish_reason_name(result.finish_reason)
+        calls = tool_calls_from_text(result.text, tools) if wants_tools else None
+        if calls:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            reason = "tool_calls"
+        choice: Dict[str, Any] = {
+            "index": 0,
+            "message": message,
+            "logprobs": _chat_logprobs(result) if logprobs else None,
+            "finish_reason": reason,
+        }
+        out: Dict[str, Any] = {
+            **head,
+            "object": "chat.completion",
+            "choices": [choice],
+            "usage": _usage(result.prompt_tokens, result.completion_tokens),
+        }
+        return cast(ChatCompletion, out)
+
+    def _chat_chunks(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        head: Dict[str, Any],
+        wants_tools: bool,
+        logprobs: bool,
+    ) -> Iterator[ChatCompletionChunk]:
+        def chunk(delta: Dict[str, Any], reason: Optional[str], lp: Any = None) -> Any:
+            return {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}],
+            }
+
+        yield chunk({"role": "assistant", "content": ""}, None)
+        with self.stream(prompt, params) as pieces:
+            for piece in pieces:
+                lp = None
+                if logprobs:
+                    lp = {"content": [_token_logprob(t) for t in getattr(piece, "logprobs", ())]}
+                yield chunk({"content": str(piece)}, None, lp)
+            reason = finish_reason_name(pieces.stats.finish_reason)
+        yield chunk({}, reason)
+
+    # ------------------------------------------------------------ parameters
+
+    def _head(self, kind: str, model: Optional[str]) -> Dict[str, Any]:
+        return {
+            "id": f"{kind}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": model or os.path.basename(self.config.model_path),
+        }
+
+    def _openai_params(
+        self,
+        sampling: Dict[str, Any],
+        *,
+        max_tokens: Optional[int],
+        stop: Union[str, Sequence[str], None],
+        n: int,
+        grammar: Optional[str],
+        response_format: Optional[Mapping[str, Any]],
+        logprobs: bool,
+        top_logprobs: Optional[int],
+    ) -> GenerationParams:
+        from .config import GenerationParams
+
+        if n != 1:
+            raise _unsupported("n", "one choice per request (n=1)")
+        kw: Dict[str, Any] = {}
+        for name, value in sampling.items():
+            if name in _IGNORED:
+                continue
+            if name not in _SAME_NAME:
+                raise _unsupported(name, "not a parameter of this engine")
+            if value is not None:
+                kw[name] = value
+        if max_tokens is not None:
+            kw["max_tokens"] = max_tokens
+        if stop is not None:
+            kw["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        format_grammar = _response_format_grammar(response_format)
+        if grammar is not None and format_grammar is not None:
+            raise ConfigurationException(
+                "Invalid parameter",
+                "grammar and response_format exclude each other",
+                field="response_format",
+            )
+        if grammar is not None or format_grammar is not None:
+            kw["grammar"] = grammar if grammar is not None else format_grammar
+        if logprobs:
+            kw.update(_logprob_params(top_logprobs))
+        return GenerationParams.from_kwargs(self.defaults, **kw)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _response_format_grammar(response_format: Optional[Mapping[str, Any]]) -> Optional[str]:
+    if response_format is None:
+        return None
+    from .json_schema import response_format_grammar
+
+    grammar: Optional[str] = response_format_grammar(response_format)
+    return grammar
+
+
+def _tool_setup(
+    tools: Optional[Sequence[Mapping[str, Any]]], tool_choice: Union[str, Mapping[str, Any], None]
+) -> Tuple[Optional[str], Optional[str]]:
+    """The grammar of a forced call (None when the model may answer freely)
+    and the system text that describes the tools (None without tools)."""
+    if not tools:
+        if tool_choice not in (None, "none", "auto"):
+            raise ConfigurationException(
+                "Invalid parameter", "tool_choice needs tools", field="tool_choice"
+            )
+        return None, None
+    from .tools import tool_call_gbnf
+
+    choice = "auto" if tool_choice is None else tool_choice
+    if choice == "none":
+        return None, None
+    return tool_call_gbnf(tools, choice), tools_system_prompt(tools)
+
+
+def _logprob_params(top_logprobs: Optional[int]) -> Dict[str, Any]:
+    return {"logprobs": True, "top_logprobs": 0 if top_logprobs is None else top_logprobs}
+
+
+def _token_logprob(t: Any) -> Dict[str, Any]:
+    return {
+        "token": t.token,
+        "logprob": t.logprob,
+        "bytes": list(t.bytes),
+        "top_logprobs": [
+            {"token": a.token, "logprob": a.logprob, "bytes": list(a.bytes)} for a in t.top_logprobs
+        ],
+    }
+
+
+def _chat_logprobs(result: GenerateResult) -> Dict[str, Any]:
+    return {"content": [_token_logprob(t) for t in (getattr(result, "logprobs", None) or ())]}
+
+
+def _completion_logprobs(result: GenerateResult) -> Dict[str, Any]:
+    """The legacy completions shape: parallel lists per token."""
+    entries = getattr(result, "logprobs", None) or ()
+    offsets: List[int] = []
+    pos = 0
+    for t in entries:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {
+        "tokens": [t.token for t in entries],
+        "token_logprobs": [t.logprob for t in entries],
+        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in entries],
+        "text_offset": offsets,
+    }
