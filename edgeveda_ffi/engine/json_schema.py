@@ -151,7 +151,7 @@ class SchemaCompiler:
         """The rule name of a shared building block (added with its dependencies)."""
         if name not in self._primitive:
             # Reserve the name first: the building blocks refer to one another.
-            rule = self._reserve(name)
+            rule = self.reserve(name)
             self._primitive[name] = rule
             deps = {dep: self.primitive(dep) for dep in _DEPENDS[name]}
             body = _PRIMITIVES[name]
@@ -160,7 +160,8 @@ class SchemaCompiler:
             self.rules[rule] = body
         return self._primitive[name]
 
-    def _reserve(self, hint: str) -> str:
+    def reserve(self, hint: str) -> str:
+        """A fresh rule name from ``hint``, its body to be set in ``rules``."""
         base = _rule_name(hint)
         name, n = base, 0
         while name in self.rules:
@@ -386,7 +387,7 @@ class SchemaCompiler:
                     raise self._fail("Invalid JSON schema", path, f"'$ref' {ref!r} not found")
                 target = target[part]
             # Name the rule before compiling it, so a recursive schema refers to itself.
-            name = self._reserve(ref.rsplit("/", 1)[-1] if ref != "#" else "root-ref")
+            name = self.reserve(ref.rsplit("/", 1)[-1] if ref != "#" else "root-ref")
             self._refs[key] = name
             body_rule = self._visit(target, f"{name}-body", doc, ref)
             self.rules[name] = body_rule
@@ -402,7 +403,7 @@ def schema_to_gbnf(schema: Mapping[str, Any], *, root: str = "root") -> str:
             a malformed schema.
     """
     compiler = SchemaCompiler("response_format")
-    top = compiler._reserve(root)
+    top = compiler.reserve(root)
     compiler.rules[top] = compiler.compile(schema, f"{root}-value")
     return compiler.grammar()
 
