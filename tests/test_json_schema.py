@@ -118,6 +118,32 @@ def test_grammar_compiles_in_llama_cpp(case: str, tiny_engine: Any) -> None:
     tiny_engine.generate("x", grammar=grammar, max_tokens=4, temperature=0)
 
 
+FUZZ_CASES = ["object-mixed", "object-all-optional", "object-odd-keys", "array-bounded"]
+FUZZ_CASES += [
+    "array-at-least-two",
+    "recursive",
+    "anyOf",
+    "type-list",
+    "enum-scalars",
+    "const-string",
+]
+
+
+@pytest.mark.parametrize("case", FUZZ_CASES)
+def test_random_model_output_validates(case: str, tiny_varied_engine: Any) -> None:
+    # The tiny random llama at temperature 1 wanders over everything the grammar
+    # allows (optional properties left out or not, array lengths, branches): every
+    # finished output must still validate.
+    schema = COMPILE_CASES[case]
+    grammar = schema_to_gbnf(schema)
+    for seed in range(3):
+        result = tiny_varied_engine.generate(
+            "{", grammar=grammar, temperature=1.0, seed=seed, max_tokens=48
+        )
+        if result.finish_reason == FinishReason.STOP:
+            jsonschema.validate(json.loads(result.text), schema)
+
+
 def test_json_object_grammar_compiles(tiny_engine: Any) -> None:
     tiny_engine.generate("x", grammar=JSON_OBJECT_GBNF, max_tokens=4, temperature=0)
     assert schema_to_gbnf({"type": "integer"}, root="start").startswith("start ::= ")
