@@ -155,7 +155,7 @@ class SchemaCompiler:
             self._primitive[name] = rule
             deps = {dep: self.primitive(dep) for dep in _DEPENDS[name]}
             body = _PRIMITIVES[name]
-            if any(dep != rule for dep, rule in deps.items()):
+            if any(dep != dep_rule for dep, dep_rule in deps.items()):
                 body = re.sub(r"\b[a-z]+\b", lambda m: deps.get(m.group(0), m.group(0)), body)
             self.rules[rule] = body
         return self._primitive[name]
