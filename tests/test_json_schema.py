@@ -244,6 +244,7 @@ def test_generated_json_validates(prompt: str, schema: Dict[str, Any], smollm2_e
         prompt, grammar=schema_to_gbnf(schema), temperature=0, max_tokens=160
     )
     assert result.finish_reason == FinishReason.STOP, result.text
+    assert result.text == result.text.strip()  # the value ends the output
     jsonschema.validate(json.loads(result.text), schema)
 
 

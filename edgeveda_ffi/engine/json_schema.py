@@ -22,8 +22,9 @@ Choices made for generation (the output still validates):
   there is refused rather than silently narrowed;
 - an object schema without ``properties`` (``{"type": "object"}``) allows any
   JSON object;
-- whitespace between tokens is bounded (at most one newline and 20 indents),
-  as in llama.cpp's own converter, so a small model cannot loop on it.
+- whitespace between tokens is bounded (at most one newline and 20 indents,
+  as in llama.cpp's own converter) so a small model cannot loop on it, and
+  none is allowed before or after the value, so generation ends at its end.
 
 Any other keyword (``pattern``, ``format``, ``oneOf``, ``allOf``, ``not``,
 ``minimum``, ``uniqueItems``, ...) raises :class:`ConfigurationException`
@@ -50,31 +51,33 @@ __all__ = [
 # enough for pretty-printed JSON and gives a looping model less rope).
 _WS = '| " " | "\\n" [ \\t]{0,20}'
 
-# The shared building blocks, by name; each value rule ends with ``ws`` so a
-# rule can be followed directly by the next token.
+# The shared building blocks, by name. A value rule has no whitespace around it:
+# its container adds ``ws`` after each value, so the top-level value ends the
+# output with nothing after it (the model must stop right there).
 _PRIMITIVES: Dict[str, str] = {
     "ws": _WS,
     "char": r'[^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )',
-    "string": '"\\"" char* "\\"" ws',
-    "integer": '"-"? ( [0-9] | [1-9] [0-9]{0,15} ) ws',
-    "number": '"-"? ( [0-9] | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? '
-    "( [eE] [-+]? [0-9]{1,4} )? ws",
-    "boolean": '( "true" | "false" ) ws',
-    "null": '"null" ws',
+    "string": '"\\"" char* "\\""',
+    "integer": '"-"? ( [0-9] | [1-9] [0-9]{0,15} )',
+    "number": '"-"? ( [0-9] | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,4} )?',
+    "boolean": '"true" | "false"',
+    "null": '"null"',
     "value": "object | array | string | number | boolean | null",
-    "object": '"{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws',
-    "array": '"[" ws ( value ( "," ws value )* )? "]" ws',
+    "object": '"{" ws ( member ( "," ws member )* )? "}"',
+    "member": 'string ws ":" ws value ws',
+    "array": '"[" ws ( value ws ( "," ws value ws )* )? "]"',
 }
 _DEPENDS: Dict[str, Tuple[str, ...]] = {
     "ws": (),
     "char": (),
-    "string": ("char", "ws"),
-    "integer": ("ws",),
-    "number": ("ws",),
-    "boolean": ("ws",),
-    "null": ("ws",),
+    "string": ("char",),
+    "integer": (),
+    "number": (),
+    "boolean": (),
+    "null": (),
     "value": ("object", "array", "string", "number", "boolean", "null"),
-    "object": ("ws", "string", "value"),
+    "object": ("ws", "member"),
+    "member": ("string", "ws", "value"),
     "array": ("ws", "value"),
 }
 
@@ -82,7 +85,8 @@ _DEPENDS: Dict[str, Tuple[str, ...]] = {
 #: and the CLI's ``--json``), after llama.cpp's ``grammars/json.gbnf``.
 JSON_OBJECT_GBNF = "root ::= object\n" + "".join(
     f"{name} ::= {_PRIMITIVES[name]}\n"
-    for name in ("value", "object", "array", "string", "char", "number", "boolean", "null", "ws")
+    for name in ("value", "object", "member", "array", "string", "char", "number")
+    + ("boolean", "null", "ws")
 )
 
 # Keywords that never constrain a value, so they are safe to skip.
@@ -205,13 +209,13 @@ class SchemaCompiler:
                 )
             return self._ref(schema["$ref"], doc, path)
         if "const" in schema:
-            return self.add_rule(hint, f"{_json_literal(schema['const'])} {self.primitive('ws')}")
+            return self.add_rule(hint, _json_literal(schema["const"]))
         if "enum" in schema:
             values = schema["enum"]
             if not isinstance(values, list) or not values:
                 raise self._fail("Invalid JSON schema", path, "'enum' must be a non-empty array")
             choices = " | ".join(_json_literal(v) for v in values)
-            return self.add_rule(hint, f"( {choices} ) {self.primitive('ws')}")
+            return self.add_rule(hint, choices)
         if "anyOf" in schema:
             options = schema["anyOf"]
             if not isinstance(options, list) or not options:
@@ -301,7 +305,7 @@ class SchemaCompiler:
             raise self._fail("Invalid JSON schema", path, "'maxLength' < 'minLength'")
         char = self.primitive("char")
         count = f"{{{lo},{'' if hi is None else hi}}}"
-        return self.add_rule(hint, f'"\\"" {char}{count} "\\"" {self.primitive("ws")}')
+        return self.add_rule(hint, f'"\\"" {char}{count} "\\""')
 
     def _array(self, schema: Mapping[str, Any], hint: str, doc: Any, path: str) -> str:
         items = schema.get("items", True)
@@ -315,9 +319,9 @@ class SchemaCompiler:
         if hi is not None and hi < lo:
             raise self._fail("Invalid JSON schema", path, "'maxItems' < 'minItems'")
         ws = self.primitive("ws")
-        body = self._repeat(item, lo, hi, sep=f'"," {ws} ')
+        body = self._repeat(f"{item} {ws}", lo, hi, sep=f'"," {ws} ')
         inner = f"{body} " if body else ""
-        return self.add_rule(hint, f'"[" {ws} {inner}"]" {ws}')
+        return self.add_rule(hint, f'"[" {ws} {inner}"]"')
 
     def _object(self, schema: Mapping[str, Any], hint: str, doc: Any, path: str) -> str:
         props = schema.get("properties")
@@ -346,8 +350,8 @@ class SchemaCompiler:
         pairs: List[Tuple[str, bool]] = []
         for key, sub in props.items():
             value = self._visit(sub, f"{hint}-{key}", doc, f"{path}.properties.{key}")
-            pairs.append((f'{_json_literal(key)} {ws} ":" {ws} {value}', key in required))
-        return self.add_rule(hint, f'"{{" {ws} {self._members(pairs, ws)}"}}" {ws}')
+            pairs.append((f'{_json_literal(key)} {ws} ":" {ws} {value} {ws}', key in required))
+        return self.add_rule(hint, f'"{{" {ws} {self._members(pairs, ws)}"}}"')
 
     @staticmethod
     def _members(pairs: List[Tuple[str, bool]], ws: str) -> str:

@@ -109,7 +109,7 @@ def tool_call_gbnf(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Opti
         name_literal = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         calls.append(
             f'"{{" {ws} "\\"name\\"" {ws} ":" {ws} {name_literal} {ws} "," {ws} '
-            f'"\\"arguments\\"" {ws} ":" {ws} {args} "}}" {ws}'
+            f'"\\"arguments\\"" {ws} ":" {ws} {args} {ws} "}}"'
         )
     compiler.rules[root] = " | ".join(f"( {c} )" for c in calls)
     return compiler.grammar()
