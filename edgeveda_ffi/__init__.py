@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import HEADER_VERSION, __version__
 from .engine import (
     CPU_EXTRA_BUFFERS_ENV,
+    JSON_OBJECT_GBNF,
     EmbeddingResult,
     FinishReason,
     GenerateResult,
@@ -28,6 +29,8 @@ from .engine import (
     ModelInfo,
     TokenInfo,
     cpu_extra_buffers_from_env,
+    response_format_grammar,
+    schema_to_gbnf,
 )
 from .errors import (
     ChecksumException,
@@ -92,6 +95,9 @@ __all__ = [
     "HEADER_VERSION",
     "CPU_EXTRA_BUFFERS_ENV",
     "cpu_extra_buffers_from_env",
+    "JSON_OBJECT_GBNF",
+    "response_format_grammar",
+    "schema_to_gbnf",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, TypeVar
 
+from .. import JSON_OBJECT_GBNF
 from ..errors import ConfigurationException, EdgeVedaException
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ _FLAGS = {
     "seed": "--seed",
     "stop": "--stop",
     "grammar": "--grammar",
+    "response_format": "--json-schema",
     "min_p": "--min-p",
     "context_size": "--ctx-size",
     "num_threads": "--threads",
@@ -412,17 +414,5 @@ def write_stream(pieces: Iterator[str], write: Callable[[str], None]) -> bool:
     return False
 
 
-# JSON mode: a GBNF grammar for one JSON object (after llama.cpp's
-# grammars/json.gbnf, with whitespace bounded so small models cannot loop on it).
-JSON_GBNF = r"""
-root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
-array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
-number ::= integer fraction? exponent? ws
-integer ::= "-"? ( [0-9] | [1-9] [0-9]{0,15} )
-fraction ::= "." [0-9]{1,16}
-exponent ::= [eE] [-+]? [0-9]{1,4}
-ws     ::= | " " | "\n" [ \t]{0,20}
-"""
+# JSON mode (--json): the public grammar for one JSON object; the old name stays.
+JSON_GBNF = JSON_OBJECT_GBNF

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from .. import CPU_EXTRA_BUFFERS_ENV, __version__
+from .. import CPU_EXTRA_BUFFERS_ENV, __version__, response_format_grammar
 from ..errors import ConfigurationException
 from .common import (
     EXIT_OK,
@@ -40,8 +40,17 @@ def _gen_params(args: argparse.Namespace) -> GenerationParams:
     """GenerationParams from the flags, validated before any work (exit 2 if bad)."""
     from .. import GenerationParams
 
-    if args.json and args.grammar is not None:
-        raise UsageError("--json and --grammar cannot be used together")
+    chosen = [
+        f
+        for f, on in (
+            ("--json", args.json),
+            ("--grammar", args.grammar is not None),
+            ("--json-schema", args.json_schema is not None),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"{chosen[0]} and {chosen[1]} cannot be used together")
     kw: Dict[str, Any] = {}
     for name in ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"):
         value = getattr(args, name)
@@ -54,6 +63,10 @@ def _gen_params(args: argparse.Namespace) -> GenerationParams:
     elif args.grammar is not None:
         kw["grammar"] = args.grammar
     try:
+        if args.json_schema is not None:
+            kw["grammar"] = response_format_grammar(
+                {"type": "json_schema", "json_schema": {"schema": args.json_schema}}
+            )
         return GenerationParams(**kw)
     except ConfigurationException as exc:
         raise usage_from_config_error(exc) from None

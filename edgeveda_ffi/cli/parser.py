@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import TYPE_CHECKING, NoReturn, Optional
+import json
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from .. import CPU_EXTRA_BUFFERS_ENV, HEADER_VERSION, __version__
 from .common import (
@@ -68,6 +69,14 @@ def _text_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read {path!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise argparse.ArgumentTypeError(f"{path!r} is not UTF-8 text") from None
+
+
+def _json_file(path: str) -> Any:
+    text = _text_file(path)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{path!r} is not JSON: {exc}") from None
 
 
 def _common_options() -> _Parser:
@@ -208,6 +217,13 @@ def _sampling_options() -> _Parser:
         help="constrain the output with a GBNF grammar file",
     )
     g.add_argument("--json", action="store_true", help="constrain the output to a JSON object")
+    g.add_argument(
+        "--json-schema",
+        type=_json_file,
+        metavar="FILE",
+        default=None,
+        help="constrain the output to JSON valid for the JSON Schema in FILE",
+    )
     g.add_argument("--system", metavar="TEXT", default=None, help="a system prompt")
     return p
 

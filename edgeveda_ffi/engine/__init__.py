@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .environment import CPU_EXTRA_BUFFERS_ENV, cpu_extra_buffers_from_env
+from .json_schema import JSON_OBJECT_GBNF, response_format_grammar, schema_to_gbnf
 from .results import (
     EmbeddingResult,
     FinishReason,
@@ -48,6 +49,9 @@ _LAZY = {
 __all__ = [
     "CPU_EXTRA_BUFFERS_ENV",
     "cpu_extra_buffers_from_env",
+    "JSON_OBJECT_GBNF",
+    "response_format_grammar",
+    "schema_to_gbnf",
     "EmbeddingResult",
     "FinishReason",
     "GenerateResult",
