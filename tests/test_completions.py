@@ -5,6 +5,7 @@ every parameter the engine does not have."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List
 
 import pytest
@@ -153,3 +154,134 @@ def test_bad_messages_are_configuration_errors(smollm2_engine: EdgeVeda, message
     with pytest.raises(ConfigurationException) as info:
         smollm2_engine.create_chat_completion(messages)
     assert info.value.field == "messages"
+
+
+# ------------------------------------------------------------------ structured output, tools
+
+LOCATION = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "country": {"type": "string", "maxLength": 20},
+    },
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time in a time zone",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_response_format_json_schema_output_validates(smollm2_engine: EdgeVeda) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the [test] extra")
+    out = smollm2_engine.create_chat_completion(
+        [{"role": "user", "content": "Where is the Eiffel tower? Answer as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "loc", "schema": LOCATION}},
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = out["choices"][0]  # type: ignore[index]
+    assert choice["finish_reason"] == "stop"
+    value = json.loads(choice["message"]["content"])
+    jsonschema.validate(value, LOCATION)
+    obj = smollm2_engine.create_chat_completion(
+        [{"role": "user", "content": "Give me a JSON object about Paris."}],
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=80,
+    )
+    content = obj["choices"][0]["message"]["content"]  # type: ignore[index]
+    if obj["choices"][0]["finish_reason"] == "stop":  # type: ignore[index]
+        assert isinstance(json.loads(content), dict)
+    else:  # cut by max_tokens: still the start of an object
+        assert content.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_forced_tool_call_comes_back_as_tool_calls(smollm2_engine: EdgeVeda, choice: Any) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the [test] extra")
+    out = smollm2_engine.create_chat_completion(
+        [{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL, TIME_TOOL] if choice == "required" else [TIME_TOOL, WEATHER_TOOL],
+        tool_choice=choice,
+        temperature=0,
+        max_tokens=60,
+    )
+    c = out["choices"][0]  # type: ignore[index]
+    assert c["finish_reason"] == "tool_calls" and c["message"]["content"] is None
+    (call,) = c["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    name = call["function"]["name"]
+    assert name in ("get_weather", "get_time")
+    if isinstance(choice, dict):
+        assert name == "get_weather"
+    tool = WEATHER_TOOL if name == "get_weather" else TIME_TOOL
+    arguments = json.loads(call["function"]["arguments"])  # a JSON string, as OpenAI's
+    jsonschema.validate(arguments, tool["function"]["parameters"])  # type: ignore[index]
+
+
+def test_tool_choice_none_and_auto_may_answer(smollm2_engine: EdgeVeda) -> None:
+    for choice in ("none", "auto"):
+        out = smollm2_engine.create_chat_completion(
+            [{"role": "user", "content": "Say hello."}],
+            tools=[WEATHER_TOOL],
+            tool_choice=choice,
+            temperature=0,
+            max_tokens=20,
+        )
+        c = out["choices"][0]  # type: ignore[index]
+        assert c["finish_reason"] in ("stop", "length", "tool_calls")
+        if c["finish_reason"] != "tool_calls":
+            assert isinstance(c["message"]["content"], str) and c["message"]["content"]
+
+
+def test_tool_errors_are_typed(smollm2_engine: EdgeVeda) -> None:
+    with pytest.raises(ConfigurationException) as info:
+        smollm2_engine.create_chat_completion(
+            QUESTION,
+            tools=[WEATHER_TOOL],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
+    assert info.value.field == "tool_choice"
+    with pytest.raises(ConfigurationException) as info:
+        smollm2_engine.create_chat_completion(
+            QUESTION,
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            response_format={"type": "json_object"},
+        )
+    assert info.value.field == "response_format"
+    with pytest.raises(ConfigurationException) as info:
+        smollm2_engine.create_chat_completion(
+            QUESTION,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"schema": {"type": "string", "pattern": "a+"}},
+            },
+        )
+    assert info.value.field == "response_format" and "pattern" in (info.value.details or "")

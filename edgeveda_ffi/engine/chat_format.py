@@ -16,7 +16,8 @@ import json
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..errors import ConfigurationException
+from ..errors import ConfigurationException, GenerationException
+from .tools import parse_tool_call, tool_names
 
 __all__ = ["render_messages", "tools_system_prompt", "tool_calls_from_text"]
 
@@ -111,25 +112,19 @@ def render_messages(
 def tool_calls_from_text(
     text: str, tools: Optional[Sequence[Mapping[str, Any]]]
 ) -> Optional[List[Dict[str, Any]]]:
-    """The OpenAI ``tool_calls`` for ``text`` when it is a call of one of
-    ``tools`` (``{"name": ..., "arguments": {...}}``), else None."""
-    names = {t.get("function", {}).get("name") for t in tools or () if isinstance(t, Mapping)}
+    """The OpenAI ``tool_calls`` for ``text`` when it is a whole call of one of
+    ``tools`` (``{"name": ..., "arguments": {...}}``), else None (an answer, or
+    a call cut short by ``max_tokens``)."""
     try:
-        value = json.loads(text.strip())
-    except ValueError:
+        name, arguments = parse_tool_call(text.strip())
+    except GenerationException:
         return None
-    if not isinstance(value, dict) or value.get("name") not in names:
-        return None
-    arguments = value.get("arguments", {})
-    if not isinstance(arguments, dict):
+    if name not in tool_names(tools or ()):
         return None
     return [
         {
             "id": f"call_{uuid.uuid4().hex[:24]}",
             "type": "function",
-            "function": {
-                "name": value["name"],
-                "arguments": json.dumps(arguments, ensure_ascii=False),
-            },
+            "function": {"name": name, "arguments": arguments},
         }
     ]
