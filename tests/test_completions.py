@@ -285,3 +285,34 @@ def test_tool_errors_are_typed(smollm2_engine: EdgeVeda) -> None:
             },
         )
     assert info.value.field == "response_format" and "pattern" in (info.value.details or "")
+
+
+def test_streamed_forced_tool_call_is_a_tool_calls_delta(smollm2_engine: EdgeVeda) -> None:
+    chunks: List[Any] = list(
+        smollm2_engine.create_chat_completion(
+            [{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            temperature=0,
+            max_tokens=60,
+            stream=True,
+        )
+    )
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    assert len(calls) == 1 and calls[0][0]["index"] == 0
+    assert calls[0][0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0][0]["function"]["arguments"])["city"]
+    assert not any(d.get("content") for d in deltas)
+
+
+def test_stream_after_close_raises_at_once(tiny_model_path: Any) -> None:
+    from edgeveda_ffi import EngineClosedException
+
+    engine = EdgeVeda(tiny_model_path, context_size=256)
+    engine.close()
+    with pytest.raises(EngineClosedException):
+        engine.create_completion("hi", stream=True)  # not at the first next()
+    with pytest.raises(EngineClosedException):
+        engine.create_chat_completion(QUESTION, stream=True)

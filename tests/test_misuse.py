@@ -93,6 +93,8 @@ CALLS: Dict[str, Callable[[EdgeVeda], Any]] = {
     "last_stats": lambda e: e.last_stats,
     "model_info": lambda e: e.model_info,
     "buffer_types": lambda e: e.buffer_types,
+    "create_completion": lambda e: e.create_completion("hi", max_tokens=2, stream=True),
+    "create_chat_completion": lambda e: e.create_chat_completion(MSGS, max_tokens=2),
 }
 
 # Documented to work after close: close (idempotent), cancel (no-op), closed /
@@ -127,8 +129,8 @@ def test_every_method_after_close_raises_engine_closed(tiny_model_path: Path, wa
     if warm:  # caches (model_info) and registrations exist before close
         for call in CALLS.values():
             r = call(engine)
-            if isinstance(r, TokenStream):
-                r.close()
+            if isinstance(r, TokenStream) or inspect.isgenerator(r):
+                r.close()  # frees the native stream before the next call
     engine.close()
     for name, call in CALLS.items():
         with pytest.raises(EngineClosedException, match="closed") as info:

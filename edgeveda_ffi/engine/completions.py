@@ -127,7 +127,9 @@ class OpenAICompatible:
         )
         head = self._head("cmpl", sampling.get("model"))
         if stream:
-            return self._completion_chunks(prompt, params, head)
+            # the native stream starts here, so a closed engine or a bad
+            # parameter raises now, not at the first next()
+            return _completion_chunks(self.stream(prompt, params), head)
         result = self.generate(prompt, params)
         choice: Dict[str, Any] = {
             "text": result.text,
@@ -142,19 +144,6 @@ class OpenAICompatible:
             "usage": _usage(result.prompt_tokens, result.completion_tokens),
         }
         return cast(Completion, out)
-
-    def _completion_chunks(
-        self, prompt: str, params: GenerationParams, head: Dict[str, Any]
-    ) -> Iterator[CompletionChunk]:
-        def chunk(text: str, reason: Optional[str]) -> CompletionChunk:
-            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
-            return cast(CompletionChunk, {**head, "object": "text_completion", "choices": [choice]})
-
-        with self.stream(prompt, params) as pieces:
-            for piece in pieces:
-                yield chunk(str(piece), None)
-            reason = finish_reason_name(pieces.stats.finish_reason)
-        yield chunk("", reason)
 
     # -------------------------------------------------------- chat completions
 
@@ -205,7 +194,8 @@ class OpenAICompatible:
         head = self._head("chatcmpl", sampling.get("model"))
         wants_tools = tool_prompt is not None
         if stream:
-            return self._chat_chunks(prompt, params, head, wants_tools, bool(logprobs))
+            tools_offered = tools if wants_tools else None
+            return _chat_chunks(self.stream(prompt, params), head, bool(logprobs), tools_offered)
         result = self.generate(prompt, params)
         message: Dict[str, Any] = {"role": "assistant", "content": result.text}
         reason = finish_reason_name(result.finish_reason)
@@ -226,31 +216,6 @@ class OpenAICompatible:
             "usage": _usage(result.prompt_tokens, result.completion_tokens),
         }
         return cast(ChatCompletion, out)
-
-    def _chat_chunks(
-        self,
-        prompt: str,
-        params: GenerationParams,
-        head: Dict[str, Any],
-        wants_tools: bool,
-        logprobs: bool,
-    ) -> Iterator[ChatCompletionChunk]:
-        def chunk(delta: Dict[str, Any], reason: Optional[str], lp: Any = None) -> Any:
-            return {
-                **head,
-                "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}],
-            }
-
-        yield chunk({"role": "assistant", "content": ""}, None)
-        with self.stream(prompt, params) as pieces:
-            for piece in pieces:
-                lp = None
-                if logprobs:
-                    lp = {"content": [_token_logprob(t) for t in getattr(piece, "logprobs", ())]}
-                yield chunk({"content": str(piece)}, None, lp)
-            reason = finish_reason_name(pieces.stats.finish_reason)
-        yield chunk({}, reason)
 
     # ------------------------------------------------------------ parameters
 
@@ -301,6 +266,66 @@ class OpenAICompatible:
         if logprobs:
             kw.update(_logprob_params(top_logprobs))
         return GenerationParams.from_kwargs(self.defaults, **kw)
+
+
+def _completion_chunks(pieces: Any, head: Dict[str, Any]) -> Iterator[CompletionChunk]:
+    """The chunks of a streamed completion over ``pieces`` (a TokenStream,
+    closed when the iterator ends or is closed)."""
+
+    def chunk(text: str, reason: Optional[str]) -> CompletionChunk:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+        return cast(CompletionChunk, {**head, "object": "text_completion", "choices": [choice]})
+
+    with pieces:
+        for piece in pieces:
+            yield chunk(str(piece), None)
+        reason = finish_reason_name(pieces.stats.finish_reason)
+    yield chunk("", reason)
+
+
+def _chat_chunks(
+    pieces: Any,
+    head: Dict[str, Any],
+    logprobs: bool,
+    tools: Optional[Sequence[Mapping[str, Any]]] = None,
+) -> Iterator[ChatCompletionChunk]:
+    """The chunks of a streamed chat completion over ``pieces``.
+
+    With tools offered the answer may be a call, which is known only at the
+    end: the text is then sent as one chunk, or as a ``tool_calls`` delta
+    with ``finish_reason: "tool_calls"``."""
+
+    def chunk(delta: Dict[str, Any], reason: Optional[str], lp: Any = None) -> ChatCompletionChunk:
+        choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}
+        return cast(
+            ChatCompletionChunk, {**head, "object": "chat.completion.chunk", "choices": [choice]}
+        )
+
+    held: List[str] = []
+    held_lp: List[Any] = []
+    with pieces:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        for piece in pieces:
+            lp = None
+            if logprobs:
+                lp = {"content": [_token_logprob(t) for t in getattr(piece, "logprobs", ())]}
+            if tools is None:
+                yield chunk({"content": str(piece)}, None, lp)
+            else:
+                held.append(str(piece))
+                held_lp.extend(lp["content"] if lp else ())
+        reason = finish_reason_name(pieces.stats.finish_reason)
+    if tools is not None:
+        text = "".join(held)
+        lp_all = {"content": held_lp} if logprobs else None
+        calls = tool_calls_from_text(text, tools)
+        if calls:
+            deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+            yield chunk({"tool_calls": deltas}, None, lp_all)
+            reason = "tool_calls"
+        else:
+            yield chunk({"content": text}, None, lp_all)
+    yield chunk({}, reason)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
