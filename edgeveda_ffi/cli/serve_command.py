@@ -16,7 +16,12 @@ SERVER_EXTRA_HINT = "pip install 'edgeveda-ffi[server]'"
 
 
 def _model_id(raw: Optional[str], path: str) -> str:
-    """The id clients name: the registry id given, else the file's name."""
+    """The id clients name: the registry id given (the default model's id
+    without --model), else the file's name."""
+    if raw is None:
+        from .. import DEFAULT_MODEL_ID
+
+        return DEFAULT_MODEL_ID
     if raw and not (os.path.exists(raw) or os.sep in raw or raw.lower().endswith(".gguf")):
         return raw
     return os.path.basename(path)
