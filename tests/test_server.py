@@ -109,6 +109,20 @@ def test_bad_temperature_is_400_with_param(server: Served, client) -> None:
     assert info.value.body["type"] == "invalid_request_error"
 
 
+def test_bad_stream_request_is_400_before_any_chunk(server: Served, client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=server.model_id, messages=CAPITAL, top_p=7, stream=True
+        )
+    assert info.value.body["param"] == "top_p"
+
+
+def test_unknown_path_is_an_error_object(server: Served, client) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.get("/no/such/path", cast_to=object)
+    assert info.value.body["code"] == "unknown_url"
+
+
 def test_n_2_is_400(server: Served, client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=server.model_id, messages=CAPITAL, n=2)

@@ -211,4 +211,16 @@ def create_app(host: ModelHost, api_key: Optional[str] = None) -> Starlette:
         Route("/v1/completions", checked(completions), methods=["POST"]),
         Route("/v1/embeddings", checked(embeddings), methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown paths and methods get OpenAI error objects too, not plain text
+        status = int(getattr(exc, "status_code", 500))
+        detail = str(getattr(exc, "detail", "") or exc)
+        code = "unknown_url" if status == 404 else None
+        return _error_response(ApiError(status, f"{detail}: {request.url.path}", code=code))
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: http_error, 405: http_error},
+    )
