@@ -204,3 +204,33 @@ def test_thread_paths_runs(smollm2_path: Path, tmp_path: Path) -> None:
         results[mode] = r
     tables = _cpu_rows.tables({"pooled": {}, "thread_paths": results})
     assert len(tables) == 1 and len(tables[0][2]) == 7  # six paths + the idle row
+
+
+def test_server_vs_inprocess_runs(smollm2_path: Path) -> None:
+    """benchmarks/server_vs_inprocess.py: one small round through a real
+    ``edgeveda serve`` and in process, ratios printed as JSON."""
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.server_vs_inprocess",
+            "--model",
+            str(smollm2_path),
+            "--rounds",
+            "1",
+            "--n-gen",
+            "12",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for side in ("server", "in_process"):
+        assert out[side]["n"] >= 2 and out[side]["ttft_ms"] > 0 and out[side]["tok_s"] > 0, out
+    assert out["ratio_server_over_in_process"]["total_time"] > 0

@@ -102,4 +102,5 @@ def test_readme_python_example(smollm2_path: Path, tmp_path: Path) -> None:
 
 def test_every_example_is_tested() -> None:
     tested = {"streaming_chat.py", "asyncio_stream.py", "json_extraction.py", "memory_pressure.py"}
+    tested.add("openai_client.py")  # against a real server: tests/test_server.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested

@@ -12,6 +12,9 @@ PKG = ROOT / "edgeveda_ffi"
 #: What outside code may import: the package itself, its errors, and the raw
 #: binding (one typed function per C function, as PyNaCl's nacl.bindings).
 PUBLIC = {"edgeveda_ffi", "edgeveda_ffi.errors", "edgeveda_ffi.engine.bindings"}
+#: The optional server (extra [server]) is public too: ``edgeveda serve`` runs
+#: it, and its ``create_app`` can be mounted in another ASGI application.
+PUBLIC_SERVER = "edgeveda_ffi.server"
 
 
 def _modules() -> Dict[str, Path]:
@@ -123,7 +126,10 @@ def test_cli_uses_only_the_public_api() -> None:
         outside = {
             t
             for t in _imports(m, p, top_level_only=False)
-            if t in mods and not t.startswith("edgeveda_ffi.cli") and t not in PUBLIC
+            if t in mods
+            and not t.startswith("edgeveda_ffi.cli")
+            and t not in PUBLIC
+            and t != PUBLIC_SERVER
         }
         if outside:
             bad[m] = sorted(outside)
@@ -151,3 +157,20 @@ def test_examples_and_benchmarks_use_only_the_public_api() -> None:
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, bad
     assert len(files) > 10
+
+
+def test_server_uses_only_the_public_api() -> None:
+    mods = _modules()
+    bad = {}
+    for m, p in mods.items():
+        if not m.startswith(PUBLIC_SERVER):
+            continue
+        outside = {
+            t
+            for t in _imports(m, p, top_level_only=False)
+            if t in mods and not t.startswith(PUBLIC_SERVER) and t not in PUBLIC
+        }
+        if outside:
+            bad[m] = sorted(outside)
+    assert not bad, bad
+    assert any(m.startswith(PUBLIC_SERVER + ".") for m in mods)

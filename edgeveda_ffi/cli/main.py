@@ -5,6 +5,7 @@
     edgeveda models list | download ID | rm ID | path ID | verify ID | import PATH --id ID
     edgeveda info [--model ID_OR_PATH]
     edgeveda bench [--model ID_OR_PATH]
+    edgeveda serve [--host 127.0.0.1] [--port 8080] [--model ID_OR_PATH] [--api-key KEY]
 
 Exit codes: 0 success, 1 a runtime error (model, download, inference, file),
 2 a bad command line, 130 Ctrl-C. Errors are one line on stderr;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from .. import CPU_EXTRA_BUFFERS_ENV, HEADER_VERSION, __version__
@@ -25,6 +26,7 @@ from .model_commands import (
     cmd_models_rm,
     cmd_models_verify,
 )
+from .serve_command import cmd_serve
 
 __all__ = ["PROG", "build_parser"]
 
@@ -352,6 +354,28 @@ def build_parser() -> _Parser:
         help="run benchmarks.compare.main(['--model', PATH, *ARGS]) instead",
     )
     bench.set_defaults(func=cmd_bench)
+
+    # serve
+    serve = sub.add_parser(
+        "serve",
+        parents=[common, _model_options()],
+        help="an OpenAI-compatible HTTP server (needs the [server] extra)",
+        description="Serve the model over HTTP with the OpenAI API (/v1/models, "
+        "/v1/chat/completions with streaming, /v1/completions, /v1/embeddings). Requests are "
+        "served one at a time, in order. Binds to 127.0.0.1 (this machine only) unless --host. "
+        "Needs: pip install 'edgeveda-ffi[server]'.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: local only)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=os.environ.get("EDGEVEDA_API_KEY"),
+        help="require `Authorization: Bearer KEY` (default: $EDGEVEDA_API_KEY, else none)",
+    )
+    serve.set_defaults(func=cmd_serve)
 
     # models
     models = sub.add_parser(

@@ -1,0 +1,167 @@
+"""``edgeveda serve`` against the in-process API, in the same run.
+
+    python -m benchmarks.server_vs_inprocess [--model M] [--threads 1] [--rounds 5] [--n-gen 128]
+
+Each round streams one ``--n-gen``-token completion through the server (the
+official ``openai`` client, ``stream=True``, over HTTP on 127.0.0.1) and one
+through ``EdgeVeda.create_completion(stream=True)`` in this process, the two
+alternating so machine drift hits both alike. The server is a
+``python -m edgeveda_ffi serve`` subprocess with the same model and threads.
+Per side: the median time to the first text (TTFT), pieces per second after
+it, and the whole request; then the ratios server / in-process of those
+medians and the median of the per-round ratios (1.0 = no overhead; the
+issue's budget is < 1.05 on a 128-token completion), and the load average:
+on a busy 2-vCPU machine the server side has more processes competing for
+the cores (the client, the event loop), which shows as overhead. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+PROMPT = "Here is a long story about a robot who learns to paint. Once upon a time,"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _default_model() -> str:
+    from edgeveda_ffi import ModelManager
+
+    return str(ModelManager().ensure())
+
+
+def _timed(chunks: Iterable[Any], t0: float) -> Dict[str, float]:
+    """TTFT, pieces/s after the first, and total time of a completion stream."""
+    first: Optional[float] = None
+    pieces = 0
+    for chunk in chunks:
+        text = chunk["choices"][0]["text"] if isinstance(chunk, dict) else chunk.choices[0].text
+        if text:
+            pieces += 1
+            if first is None:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    assert first is not None, "no text"
+    rate = (pieces - 1) / (end - first) if pieces > 1 and end > first else 0.0
+    return {"ttft_ms": (first - t0) * 1e3, "tok_s": rate, "total_ms": (end - t0) * 1e3, "n": pieces}
+
+
+def _start_server(model: str, threads: int, ctx: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeveda_ffi", "serve", "--model", model, "--port", str(port)]
+        + ["--threads", str(threads), "--ctx-size", str(ctx)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def _wait_ready(client: Any, proc: subprocess.Popen[bytes], timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            return str(client.models.list().data[0].id)
+        except Exception:  # noqa: BLE001 - not listening yet, or 503 while loading
+            time.sleep(0.1)
+    raise TimeoutError("the server did not become ready")
+
+
+def _median(rows: List[Dict[str, float]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
+
+
+def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> Dict[str, Any]:
+    from openai import OpenAI
+
+    from edgeveda_ffi import EdgeVeda
+
+    proc, base_url = _start_server(model, threads, ctx)
+    try:
+        client = OpenAI(base_url=base_url, api_key="none", max_retries=0)
+        model_id = _wait_ready(client, proc)
+        kw: Dict[str, Any] = dict(max_tokens=n_gen, temperature=0)
+        served: List[Dict[str, float]] = []
+        local: List[Dict[str, float]] = []
+        with EdgeVeda(model, num_threads=threads, context_size=ctx) as engine:
+            # one warm-up each (first-call costs, prompt cache)
+            list(client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw))
+            list(engine.create_completion(PROMPT, stream=True, **kw))
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                stream = client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw)
+                served.append(_timed(stream, t0))
+                t0 = time.perf_counter()
+                local.append(_timed(engine.create_completion(PROMPT, stream=True, **kw), t0))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def side(rows: List[Dict[str, float]]) -> Dict[str, float]:
+        return {k: round(_median(rows, k), 3) for k in ("ttft_ms", "tok_s", "total_ms", "n")}
+
+    def paired(key: str) -> float:
+        # per-round ratios first: both halves of a round saw the same machine
+        return round(statistics.median(a[key] / b[key] for a, b in zip(served, local)), 4)
+
+    s, i = side(served), side(local)
+    return {
+        "model": os.path.basename(model),
+        "threads": threads,
+        "rounds": rounds,
+        "n_gen": n_gen,
+        "server": s,
+        "in_process": i,
+        "ratio_server_over_in_process": {
+            "ttft": round(s["ttft_ms"] / i["ttft_ms"], 4),
+            "tok_s": round(s["tok_s"] / i["tok_s"], 4) if i["tok_s"] else None,
+            "total_time": round(s["total_ms"] / i["total_ms"], 4),
+        },
+        "paired_ratio_median": {
+            "ttft": paired("ttft_ms"),
+            "tok_s": paired("tok_s"),
+            "total_time": paired("total_ms"),
+        },
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="GGUF path (default: the default model)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n-gen", type=int, default=128)
+    args = ap.parse_args(argv)
+    result = run(args.model or _default_model(), args.threads, args.rounds, args.n_gen)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

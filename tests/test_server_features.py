@@ -1,0 +1,175 @@
+"""The server with the engine features of other work items, through the
+official ``openai`` client: JSON-schema output (validated with
+``jsonschema``), a forced tool call, and logprobs.
+
+Each test skips, saying why, until its feature is in the engine
+(``edgeveda_ffi.engine.json_schema``, ``edgeveda_ffi.engine.tools``,
+``GenerationParams.logprobs``); nothing here changes when they are merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+
+from serve_helpers import Served  # noqa: E402
+
+pytestmark = pytest.mark.smollm2
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def _has_logprobs() -> bool:
+    from edgeveda_ffi import GenerationParams
+
+    return "logprobs" in {f.name for f in dataclasses.fields(GenerationParams)}
+
+
+needs_json_schema = pytest.mark.skipif(
+    not _has_module("edgeveda_ffi.engine.json_schema"),
+    reason="response_format json_schema needs edgeveda_ffi.engine.json_schema (not merged yet)",
+)
+needs_tools = pytest.mark.skipif(
+    not _has_module("edgeveda_ffi.engine.tools"),
+    reason="tool calls need edgeveda_ffi.engine.tools (not merged yet)",
+)
+needs_logprobs = pytest.mark.skipif(
+    not _has_logprobs(), reason="logprobs need GenerationParams.logprobs (not merged yet)"
+)
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "country": {"type": "string"},
+        "population": {"type": "integer"},
+    },
+    "required": ["city", "country", "population"],
+    "additionalProperties": False,
+}
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path: Path) -> Iterator[Served]:
+    if not (
+        _has_module("edgeveda_ffi.engine.json_schema")
+        or _has_module("edgeveda_ffi.engine.tools")
+        or _has_logprobs()
+    ):
+        pytest.skip("none of json_schema, tools, logprobs is in the engine yet")
+    served = Served(smollm2_path)
+    try:
+        served.wait_ready()
+        yield served
+    finally:
+        served.terminate()
+
+
+@needs_json_schema
+def test_json_schema_output(server: Served) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    out = server.client().chat.completions.create(
+        model=server.model_id,
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": CITY_SCHEMA, "strict": True},
+        },
+        max_tokens=128,
+        temperature=0,
+    )
+    data = json.loads(out.choices[0].message.content or "")
+    jsonschema.validate(data, CITY_SCHEMA)
+
+
+@needs_json_schema
+def test_json_object_output(server: Served) -> None:
+    out = server.client().chat.completions.create(
+        model=server.model_id,
+        messages=[{"role": "user", "content": "Give me a JSON object about Paris."}],
+        response_format={"type": "json_object"},
+        max_tokens=256,  # the greedy answer is 159 tokens long
+        temperature=0,
+    )
+    assert out.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(out.choices[0].message.content or ""), dict)
+
+
+@needs_tools
+def test_forced_tool_call(server: Served) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    out = server.client().chat.completions.create(
+        model=server.model_id,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=96,
+        temperature=0,
+    )
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"
+    args = json.loads(calls[0].function.arguments)
+    jsonschema.validate(args, WEATHER_TOOL["function"]["parameters"])  # type: ignore[index]
+
+
+@needs_logprobs
+def test_chat_logprobs(server: Served) -> None:
+    out = server.client().chat.completions.create(
+        model=server.model_id,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        logprobs=True,
+        top_logprobs=3,
+        max_tokens=8,
+        temperature=0,
+    )
+    content = out.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and len(content) == out.usage.completion_tokens  # type: ignore[union-attr]
+    assert "".join(t.token for t in content) == out.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0.0
+        assert 1 <= len(t.top_logprobs) <= 3
+        # greedy: the chosen token is the most likely one
+        assert t.logprob == pytest.approx(max(a.logprob for a in t.top_logprobs), abs=1e-4)
+
+
+@needs_logprobs
+def test_completion_logprobs(server: Served) -> None:
+    out = server.client().completions.create(
+        model=server.model_id,
+        prompt="The capital of France is",
+        logprobs=2,
+        max_tokens=6,
+        temperature=0,
+    )
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.tokens and len(lp.tokens) == len(lp.token_logprobs or [])
+    assert "".join(lp.tokens) == out.choices[0].text
