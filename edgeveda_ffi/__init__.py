@@ -27,6 +27,8 @@ from .engine import (
     MemoryStats,
     ModelInfo,
     TokenInfo,
+    TokenLogprob,
+    TopLogprob,
     cpu_extra_buffers_from_env,
 )
 from .errors import (
@@ -100,6 +102,8 @@ __all__ = [
     "MemoryStats",
     "ModelInfo",
     "TokenInfo",
+    "TokenLogprob",
+    "TopLogprob",
     "ChecksumException",
     "ConfigurationException",
     "DownloadCancelledException",

@@ -20,6 +20,8 @@ from .results import (
     MemoryStats,
     ModelInfo,
     TokenInfo,
+    TokenLogprob,
+    TopLogprob,
 )
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
@@ -56,6 +58,8 @@ __all__ = [
     "MemoryStats",
     "ModelInfo",
     "TokenInfo",
+    "TokenLogprob",
+    "TopLogprob",
     "Backend",
     "Config",
     "GenerationParams",

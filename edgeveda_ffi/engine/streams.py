@@ -13,7 +13,7 @@ from ..errors import EdgeVedaException, GenerationException
 from . import bindings, worker
 from .config import GenerationParams
 from .lifecycle import free_stream_owned
-from .results import GenerationStats, TokenInfo
+from .results import GenerationStats, TokenInfo, TokenLogprob
 
 if TYPE_CHECKING:
     from .llm import EdgeVeda
@@ -23,10 +23,14 @@ __all__ = ["StreamPiece", "TokenStream", "AsyncTokenStream"]
 
 @dataclass(frozen=True)
 class StreamPiece:
-    """A streamed piece with its token information (``stream(..., token_info=True)``)."""
+    """A streamed piece with its token information (``stream(..., token_info=True)``)
+    and, with ``stream(..., logprobs=True)``, the entries of the tokens it came
+    from (a piece may come from several tokens, or from none; tokens that
+    added no text at the end come in a last piece with text "")."""
 
     text: str
     info: TokenInfo
+    logprobs: Tuple[TokenLogprob, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -116,10 +120,16 @@ class TokenStream(Iterator[Any]):
     frees the native stream, after which the engine can start another.
     """
 
-    def __init__(self, engine: EdgeVeda, handle: Any, token_info: bool) -> None:
+    def __init__(
+        self, engine: EdgeVeda, handle: Any, token_info: bool, logprobs: bool = False
+    ) -> None:
         self._engine = engine
         self._handle: Any = handle
         self._token_info = token_info
+        self._logprobs = logprobs
+        # with logprobs: the entries of the last piece read (under _lock, so
+        # they belong to that piece)
+        self._piece_logprobs: Tuple[TokenLogprob, ...] = ()
         self._done = False
         self._lock = threading.Lock()
         self._owner = engine._owner
@@ -145,6 +155,8 @@ class TokenStream(Iterator[Any]):
                 if pending is not None:
                     raise pending from exc
                 raise
+            if self._logprobs:
+                self._piece_logprobs = bindings.stream_get_logprobs(self._handle)
             if text is None:
                 self._done = True
                 self._engine._raise_pending()
@@ -160,7 +172,13 @@ class TokenStream(Iterator[Any]):
             self._free_native()
             raise
         if text is None:
+            tail, self._piece_logprobs = self._piece_logprobs, ()
+            if tail and self._handle is not None:
+                # tokens of the last call that added no text: one last piece
+                return StreamPiece("", self.token_info(), tail)
             raise StopIteration
+        if self._logprobs:
+            return StreamPiece(text, self.token_info(), self._piece_logprobs)
         if self._token_info:
             return StreamPiece(text, self.token_info())
         return text
