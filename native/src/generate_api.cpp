@@ -14,6 +14,8 @@ static void ev_free_string_impl(char* str) { free(str); }
 // Context lock held (with_engine).
 static ev_error_t ev_generate_impl(Engine& e, const char* prompt, const ev_generation_params* params,
                                    char** output) {
+    // whatever happens below, ev_get_last_logprobs never returns an older call's
+    ev::record_thread_logprobs(&e, nullptr);
     if (prompt == nullptr) {
         e.set_error("ev_generate: prompt is NULL");
         return EV_ERROR_INVALID_PARAM;
@@ -48,7 +50,6 @@ static ev_error_t ev_generate_impl(Engine& e, const char* prompt, const ev_gener
             text += piece;
         }
         ev::record_stats(&e, gen.current_stats());
-        // always, so a later ev_get_last_logprobs never returns an older call's
         ev::record_thread_logprobs(
             &e, gen.lp ? std::make_shared<const ev::LogprobList>(std::move(gen.logprobs)) : nullptr);
         e.refresh_memory_locked();

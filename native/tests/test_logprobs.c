@@ -114,6 +114,15 @@ int main(void) {
             CHECK(ev_generate_stream(ctx, k_prompt, &p, &err) == NULL);
             CHECK(err == EV_ERROR_INVALID_PARAM);
         }
+        /* a failed call leaves no entries behind (of the call before it) */
+        p = with_logprobs(&x, 2, 4);
+        ev_free_string(generate_lp(ctx, k_prompt, &p, &lp));
+        CHECK(lp.num_tokens > 0);
+        ev_free_logprobs(&lp);
+        p.temperature = -1.0f;
+        out = NULL;
+        CHECK(ev_generate(ctx, k_prompt, &p, &out) == EV_ERROR_INVALID_PARAM);
+        CHECK(ev_get_last_logprobs(ctx, &lp) == EV_SUCCESS && lp.num_tokens == 0);
         /* a 1.3 caller's struct (ending before top_logprobs) still works: off */
         p = with_logprobs(&x, 5, 4);
         x.struct_size = offsetof(ev_generation_extras, top_logprobs);
