@@ -6,10 +6,12 @@
  * chosen token is the best alternative; the greedy fast path (logits read
  * directly) and the full sampler chain (temperature 1, top_k 1 picks the same
  * tokens through llama_sampler_sample) give bit-identical entries; a stream's
- * entries, call by call, are ev_generate's.
+ * entries, call by call, are ev_generate's; the first token's numbers are
+ * the log-softmax of llama.cpp's own logits for the prompt.
  */
 #include "edge_veda.h"
 #include "ev_test.h"
+#include "llama.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -82,6 +84,50 @@ static bool same_entries(const ev_logprobs* a, const ev_logprobs* b) {
     return true;
 }
 
+static void quiet_log(enum ggml_log_level level, const char* text, void* user) {
+    (void)level;
+    (void)text;
+    (void)user;
+}
+
+/* The first generated token's entry against a log-softmax (in double) of the
+ * logits a plain llama.cpp context gives for the prompt. */
+static void check_against_llama(const char* path, const ev_logprobs* lp) {
+    llama_log_set(quiet_log, NULL);
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 512;
+    cp.n_batch = cp.n_ubatch = 512;
+    cp.n_threads = cp.n_threads_batch = 1;
+    cp.n_seq_max = 1;
+    struct llama_model* mdl = llama_model_load_from_file(path, mp);
+    struct llama_context* lctx = mdl ? llama_init_from_model(mdl, cp) : NULL;
+    CHECK(lctx != NULL);
+    if (lctx == NULL || lp->num_tokens == 0) goto done;
+    const struct llama_vocab* vocab = llama_model_get_vocab(mdl);
+    llama_token toks[512];
+    int n = llama_tokenize(vocab, k_prompt, (int)strlen(k_prompt), toks, 512, llama_vocab_get_add_bos(vocab), true);
+    CHECK(n > 0 && llama_decode(lctx, llama_batch_get_one(toks, n)) == 0);
+    const float* logits = llama_get_logits_ith(lctx, -1);
+    int nv = llama_vocab_n_tokens(vocab);
+    double mx = logits[0], z = 0;
+    for (int i = 1; i < nv; ++i) mx = logits[i] > mx ? logits[i] : mx;
+    for (int i = 0; i < nv; ++i) z += exp((double)logits[i] - mx);
+    double log_z = mx + log(z);
+    const ev_token_logprob* t = &lp->tokens[0];
+    CHECK_MSG(fabs(t->logprob - (logits[t->token] - log_z)) < 1e-3, "chosen: ours %g, llama.cpp %g", t->logprob,
+              logits[t->token] - log_z);
+    for (int j = 0; j < t->num_top; ++j) {
+        double want = logits[t->top[j].token] - log_z;
+        CHECK_MSG(fabs(t->top[j].logprob - want) < 1e-3, "alternative %d: ours %g, llama.cpp %g", j,
+                  t->top[j].logprob, want);
+    }
+done:
+    if (lctx) llama_free(lctx);
+    if (mdl) llama_model_free(mdl);
+}
+
 int main(void) {
     const char* path = ev_test_model_or_skip("model_logprobs");
     ev_context ctx = ev_test_open(path, 512, false);
@@ -146,6 +192,7 @@ int main(void) {
         CHECK(greedy.num_tokens > 0);
         check_greedy_entries(&greedy, 5, out);
         ev_free_string(out);
+        check_against_llama(path, &greedy);
 
         /* logprobs on do not change the text */
         ev_generation_params plain = ev_test_greedy(N_GEN);
