@@ -504,7 +504,9 @@ EV_API void ev_generation_extras_default(ev_generation_extras* extras);
  * not in the text); a token that completed a stop sequence is.
  *
  * Turned on by ev_generation_extras.top_logprobs >= 0; when off (-1, the
- * default) nothing is computed or kept. */
+ * default) nothing is computed or kept. When on, each token costs one more
+ * pass over the vocabulary (log-sum-exp) and a partial sort for the
+ * alternatives. */
 typedef struct {
     int32_t token;        /* token id */
     const char* text;     /* its bytes (as in the output; special tokens render as ""), NUL-terminated */
@@ -521,27 +523,34 @@ typedef struct {
     int32_t num_top;            /* min(top_logprobs, tokens with a finite logprob) */
 } ev_token_logprob;
 
-/* A list of entries, one per generated token, in order. Everything it points
- * at belongs to the list: free it with ev_free_logprobs (once). */
+/* A list of entries, one per generated token, in order (empty: tokens NULL,
+ * num_tokens 0). Everything it points at belongs to the list, not to a
+ * context or stream: free it with ev_free_logprobs (once, any thread). */
 typedef struct {
     const ev_token_logprob* tokens;
     size_t num_tokens;
     void* internal;             /* owned by the library; do not touch */
 } ev_logprobs;
 
-/* The entries of the tokens sampled by the stream's last ev_stream_next call
- * (the tokens that piece came from: a piece may come from several tokens, or
- * from none when it only flushes text held back; the tokens of a call that
- * ended the stream without a piece are reported after that call returned
- * NULL). Empty when logprobs are off. *out is a copy: free it with
- * ev_free_logprobs; valid after the stream is freed. Takes the stream lock.
- * Errors: INVALID_PARAM (NULL/freed stream, NULL out). */
+/* The entries of the tokens sampled during the stream's last ev_stream_next
+ * call, in order. A token's bytes may reach the text in a later piece (an
+ * incomplete UTF-8 character, or text held back as a possible stop
+ * sequence), so a piece may come with several entries or none; concatenated
+ * over the calls, the entries are ev_generate's for the same request. The
+ * entries of the call that ended the stream (NULL, EV_SUCCESS) are reported
+ * after it too. Empty after a call that failed or found the stream ended, and
+ * when logprobs are off. *out is a copy: free it with ev_free_logprobs; it
+ * stays valid after the stream is freed. Takes the stream lock (call it
+ * between ev_stream_next calls). Errors: INVALID_PARAM (NULL/freed stream,
+ * NULL out), CONTEXT_INVALID (a stream inherited through fork()). */
 EV_API ev_error_t ev_stream_get_logprobs(ev_stream stream, ev_logprobs* out);
 
 /* The entries of the calling thread's last ev_generate on ctx (as
  * ev_get_last_generation_stats: the caller's thread, even though the work ran
- * on the compute thread). Empty when that generation had logprobs off, or
- * this thread has not generated on ctx. *out: free with ev_free_logprobs.
+ * on the compute thread). Empty when that generation had logprobs off or
+ * failed, or this thread has not generated on ctx (a stream's entries come
+ * from ev_stream_get_logprobs only). Thread-local: takes no lock, so it never
+ * waits for another thread's generation. *out: free with ev_free_logprobs.
  * Errors: INVALID_PARAM (NULL out), CONTEXT_INVALID. */
 EV_API ev_error_t ev_get_last_logprobs(ev_context ctx, ev_logprobs* out);
 
