@@ -5,6 +5,7 @@ bytes are the text, and a stream's entries are ``generate``'s."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, List, Tuple
 
@@ -109,3 +110,17 @@ def test_stream_without_logprobs(smollm2_engine: EdgeVeda) -> None:
     assert pieces and all(p.logprobs == () for p in pieces)
     assert all(isinstance(t, str) for t in smollm2_engine.stream(PROMPT, max_tokens=4))
     assert StreamPiece("x", pieces[0].info).logprobs == ()
+
+
+def test_astream_pieces_carry_generates_entries(smollm2_engine: EdgeVeda) -> None:
+    result = _generate(smollm2_engine, logprobs=True, top_logprobs=2)
+    smollm2_engine.reset()
+
+    async def collect() -> List[Any]:
+        stream = smollm2_engine.astream(PROMPT, logprobs=True, top_logprobs=2, **GREEDY)
+        return [p async for p in stream]
+
+    pieces = asyncio.run(collect())
+    assert pieces and all(isinstance(p, StreamPiece) for p in pieces)
+    assert "".join(p.text for p in pieces) == result.text
+    assert tuple(e for p in pieces for e in p.logprobs) == result.logprobs

@@ -36,7 +36,7 @@ class StreamPiece:
         return self.text
 
 
-class AsyncTokenStream(AsyncIterator[str]):
+class AsyncTokenStream(AsyncIterator[Any]):
     """The async iterator :meth:`EdgeVeda.astream` returns.
 
     A class rather than an async generator: an abandoned async generator is
@@ -61,7 +61,7 @@ class AsyncTokenStream(AsyncIterator[str]):
     def __aiter__(self) -> AsyncTokenStream:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Any:
         if self._request is not None:
             prompt, params, kwargs = self._request
             self._request = None
@@ -79,6 +79,12 @@ class AsyncTokenStream(AsyncIterator[str]):
             # within a token) or failed: free the stream before re-raising
             self._free()
             raise
+        if stream._logprobs:  # StreamPiece, as TokenStream yields them
+            last = piece is None and stream._tail()
+            if last:
+                return last
+            if piece is not None:
+                return stream._piece(piece)
         if piece is None:
             self._free()
             raise StopAsyncIteration
@@ -172,16 +178,26 @@ class TokenStream(Iterator[Any]):
             self._free_native()
             raise
         if text is None:
-            tail, self._piece_logprobs = self._piece_logprobs, ()
-            if tail and self._handle is not None:
-                # tokens of the last call that added no text: one last piece
-                return StreamPiece("", self.token_info(), tail)
-            raise StopIteration
+            last = self._tail()
+            if last is None:
+                raise StopIteration
+            return last
         if self._logprobs:
-            return StreamPiece(text, self.token_info(), self._piece_logprobs)
+            return self._piece(text)
         if self._token_info:
             return StreamPiece(text, self.token_info())
         return text
+
+    def _piece(self, text: str) -> StreamPiece:
+        return StreamPiece(text, self.token_info(), self._piece_logprobs)
+
+    def _tail(self) -> Optional[StreamPiece]:
+        """At the end, once: the entries of tokens that added no text, as a
+        last piece with text "" (None when there are none)."""
+        tail, self._piece_logprobs = self._piece_logprobs, ()
+        if not tail or self._handle is None:
+            return None
+        return StreamPiece("", self.token_info(), tail)
 
     def token_info(self) -> TokenInfo:
         """Confidence information for the latest token."""
