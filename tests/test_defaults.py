@@ -51,6 +51,10 @@ def test_generation_defaults_are_the_cores() -> None:
             assert got is None and x.seed == -2  # -2: "the engine's config seed"
         elif f.name == "min_p":
             assert _same(got, x.min_p)
+        elif f.name == "logprobs":
+            assert got is False and x.top_logprobs == -1  # -1: off
+        elif f.name == "top_logprobs":
+            assert got == 0
         elif f.name == "stop":
             assert got == () and p.num_stop_sequences == 0
         elif f.name in ("grammar", "grammar_root"):
@@ -141,6 +145,7 @@ BOUNDS = [
     ("presence_penalty", math.nan, (-2.0,)),
     ("confidence_threshold", 1.5, (0.0, 1.0)),
     ("min_p", -0.1, (0.0, 1.0)),
+    ("top_logprobs", 21, (0, 20)),
 ]
 
 
@@ -150,10 +155,10 @@ def _core_generate(engine: Any, field: str, value: Any) -> int:
     p = ffi.new("ev_generation_params*")
     lib.ev_generation_params_default(p)
     p.max_tokens = 2
-    if field == "min_p":
+    if field in ("min_p", "top_logprobs"):
         x = ffi.new("ev_generation_extras*")
         lib.ev_generation_extras_default(x)
-        x.min_p = value
+        setattr(x, field, value)
         p.reserved = x
     else:
         setattr(p, field, value)

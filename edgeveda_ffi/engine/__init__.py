@@ -21,6 +21,8 @@ from .results import (
     MemoryStats,
     ModelInfo,
     TokenInfo,
+    TokenLogprob,
+    TopLogprob,
 )
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
@@ -60,6 +62,8 @@ __all__ = [
     "MemoryStats",
     "ModelInfo",
     "TokenInfo",
+    "TokenLogprob",
+    "TopLogprob",
     "Backend",
     "Config",
     "GenerationParams",

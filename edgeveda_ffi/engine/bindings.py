@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from ..errors import ConfigurationException, GenerationException, NativeErrorCode
 from .extension import c_str, check_native, ffi, last_error, lib
-from .marshal import NativeParams, encode, parse_buffer_types, stats_from
+from .marshal import NativeParams, encode, logprobs_from, parse_buffer_types, stats_from
 from .results import (
     EmbeddingResult,
     GenerationStats,
     MemoryStats,
     ModelInfo,
     TokenInfo,
+    TokenLogprob,
 )
 
 if TYPE_CHECKING:
@@ -57,12 +58,14 @@ __all__ = [
     "generate",
     "generate_cancel",
     "get_last_generation_stats",
+    "get_last_logprobs",
     "generate_stream",
     "stream_reader",
     "stream_cancel",
     "stream_free",
     "stream_get_token_info",
     "stream_get_stats",
+    "stream_get_logprobs",
     "chat_apply_template",
     "tokenize",
     "detokenize",
@@ -183,6 +186,7 @@ def generation_params_defaults() -> Dict[str, Any]:
     out = {name: _plain(getattr(p, name)) for name in _PARAMS_FIELDS}
     out["seed"] = None if x.seed == -2 else int(x.seed)
     out["min_p"] = _plain(x.min_p)
+    out["top_logprobs"] = int(x.top_logprobs)  # -1: off
     return out
 
 
@@ -255,6 +259,22 @@ def get_last_generation_stats(ctx: Any) -> GenerationStats:
     return stats_from(st)
 
 
+def _take_logprobs(lp: Any) -> Tuple[TokenLogprob, ...]:
+    """The entries of a filled ``ev_logprobs``, freed with ``ev_free_logprobs``."""
+    try:
+        return logprobs_from(lp)
+    finally:
+        lib.ev_free_logprobs(lp)
+
+
+def get_last_logprobs(ctx: Any) -> Tuple[TokenLogprob, ...]:
+    """``ev_get_last_logprobs`` (the calling thread's last ``ev_generate``; empty
+    when its logprobs were off) + ``ev_free_logprobs``."""
+    lp = ffi.new("ev_logprobs*")
+    check_native(lib.ev_get_last_logprobs(ctx, lp))
+    return _take_logprobs(lp)
+
+
 def generate_stream(ctx: Any, prompt: bytes, params: NativeParams) -> Any:
     """``ev_generate_stream``: the stream handle (raises on failure)."""
     err = ffi.new("ev_error_t*")
@@ -317,6 +337,14 @@ def stream_get_stats(handle: Any) -> GenerationStats:
     st = ffi.new("ev_generation_stats*")
     check_native(lib.ev_stream_get_stats(handle, st))
     return stats_from(st)
+
+
+def stream_get_logprobs(handle: Any) -> Tuple[TokenLogprob, ...]:
+    """``ev_stream_get_logprobs`` (the tokens of the last ``ev_stream_next``) +
+    ``ev_free_logprobs``."""
+    lp = ffi.new("ev_logprobs*")
+    check_native(lib.ev_stream_get_logprobs(handle, lp))
+    return _take_logprobs(lp)
 
 
 # ------------------------------------------------------------ text

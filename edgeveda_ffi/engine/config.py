@@ -204,6 +204,10 @@ class GenerationParams:
     ``temperature`` 0 is greedy. ``seed`` None uses the engine's config seed;
     -1 is random; >= 0 reproducible. ``stop`` sequences are matched across
     token boundaries and never appear in the output. ``grammar`` is GBNF.
+    ``logprobs`` (OpenAI's name) reports every generated token's logprob with
+    its ``top_logprobs`` (0 to 20) best alternatives
+    (``ev_generation_extras.top_logprobs``; ``top_logprobs`` has no effect
+    without ``logprobs``): ``GenerateResult.logprobs``, ``StreamPiece.logprobs``.
     """
 
     max_tokens: int = _C_PARAMS["max_tokens"]
@@ -219,6 +223,9 @@ class GenerationParams:
     confidence_threshold: float = _C_PARAMS["confidence_threshold"]
     seed: Optional[int] = _C_PARAMS["seed"]
     min_p: float = _C_PARAMS["min_p"]
+    # the C field is one number, -1 = off; here OpenAI's two fields
+    logprobs: bool = _C_PARAMS["top_logprobs"] >= 0
+    top_logprobs: int = max(_C_PARAMS["top_logprobs"], 0)
 
     def __post_init__(self) -> None:
         _check_int("max_tokens", self.max_tokens, 0, _INT32_MAX, ">= 0")
@@ -232,6 +239,9 @@ class GenerationParams:
         _check_float("presence_penalty", self.presence_penalty, None, None, "a finite number")
         _check_float("confidence_threshold", self.confidence_threshold, 0.0, 1.0, "in [0, 1]")
         _check_float("min_p", self.min_p, 0.0, 1.0, "in [0, 1] (0 = off)")
+        if not isinstance(self.logprobs, bool):
+            raise _bad("logprobs", self.logprobs, "must be True or False")
+        _check_int("top_logprobs", self.top_logprobs, 0, 20, "0 to 20")
         stop = self.stop
         if isinstance(stop, str):
             stop = (stop,)

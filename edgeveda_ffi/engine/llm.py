@@ -39,6 +39,7 @@ from .results import (
     MemoryPressureEvent,
     MemoryStats,
     ModelInfo,
+    TokenLogprob,
 )
 from .streams import AsyncTokenStream, StreamPiece, TokenStream
 
@@ -256,17 +257,18 @@ class EdgeVeda(OpenAICompatible):
         data = encode(prompt, "prompt")
         native = NativeParams(p)
 
-        def call(ctx: Any) -> Tuple[str, GenerationStats]:
-            # on the thread that ran the generation: the stats are per thread
+        def call(ctx: Any) -> Tuple[str, GenerationStats, Optional[Tuple[TokenLogprob, ...]]]:
+            # on the thread that ran the generation: stats and logprobs are per thread
             return worker.run(
                 lambda: (
                     bindings.generate(ctx, data, native),
                     bindings.get_last_generation_stats(ctx),
+                    bindings.get_last_logprobs(ctx) if p.logprobs else None,
                 ),
                 lambda: bindings.generate_cancel(ctx),
             )
 
-        text, stats = self._call(call)
+        text, stats, logprobs = self._call(call)
         return GenerateResult(
             text=text,
             prompt_tokens=stats.prompt_tokens,
@@ -274,6 +276,7 @@ class EdgeVeda(OpenAICompatible):
             finish_reason=stats.finish_reason,
             stats=stats,
             latency_ms=stats.prompt_ms + stats.generation_ms,
+            logprobs=logprobs,
         )
 
     def stream(
@@ -286,15 +289,15 @@ class EdgeVeda(OpenAICompatible):
     ) -> TokenStream:
         """Stream the completion of ``prompt`` as pieces of whole UTF-8 characters.
 
-        Returns an iterator of ``str`` (or :class:`StreamPiece` with
-        ``token_info=True``). Leaving the loop early, :meth:`TokenStream.close`
-        or garbage collection cancels and frees the native stream. One stream
+        Returns an iterator of ``str`` (or :class:`StreamPiece` with ``token_info=True`` or
+        ``logprobs=True``). Leaving the loop early, :meth:`TokenStream.close` or
+        garbage collection cancels and frees the native stream. One stream
         per engine at a time; a second raises InitializationException.
         """
         p = self._params(params, kwargs)
         data = encode(prompt, "prompt")
         handle = self._call(bindings.generate_stream, data, NativeParams(p))
-        stream = TokenStream(self, handle, token_info)
+        stream = TokenStream(self, handle, token_info, p.logprobs)
         self._stream_ref = weakref.ref(stream)
         return stream
 

@@ -6,12 +6,19 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ..errors import ConfigurationException, GenerationException
 from .extension import ffi, lib
-from .results import FinishReason, GenerationStats
+from .results import FinishReason, GenerationStats, TokenLogprob, TopLogprob
 
 if TYPE_CHECKING:
     from .config import GenerationParams
 
-__all__ = ["encode", "encode_messages", "NativeParams", "stats_from", "parse_buffer_types"]
+__all__ = [
+    "encode",
+    "encode_messages",
+    "NativeParams",
+    "stats_from",
+    "logprobs_from",
+    "parse_buffer_types",
+]
 
 
 def encode(text: str, what: str, field: Optional[str] = None) -> bytes:
@@ -82,12 +89,14 @@ class NativeParams:
             r = ffi.new("char[]", encode(p.grammar_root, "grammar_root"))
             keep.append(r)
             ptr.grammar_root = r
-        if p.seed is not None or p.min_p:
+        if p.seed is not None or p.min_p or p.logprobs:
             x = ffi.new("ev_generation_extras*")
             lib.ev_generation_extras_default(x)
             if p.seed is not None:
                 x.seed = p.seed
             x.min_p = p.min_p
+            if p.logprobs:
+                x.top_logprobs = p.top_logprobs
             keep.append(x)
             ptr.reserved = x
         self.ptr = ptr
@@ -104,6 +113,29 @@ def stats_from(s: Any) -> GenerationStats:
         first_token_ms=float(s.first_token_ms),
         finish_reason=FinishReason.from_native(s.finish_reason),
     )
+
+
+def _token_bytes(text: Any, length: int) -> Tuple[int, ...]:
+    return tuple(ffi.buffer(text, length)[:]) if length else ()
+
+
+def logprobs_from(lp: Any) -> Tuple[TokenLogprob, ...]:
+    """An ``ev_logprobs`` list as TokenLogprob entries (the caller frees it)."""
+    out: List[TokenLogprob] = []
+    for i in range(lp.num_tokens):
+        t = lp.tokens[i]
+        top = []
+        for j in range(t.num_top):
+            a = t.top[j]
+            b = _token_bytes(a.text, a.text_len)
+            top.append(TopLogprob(_decode(b), float(a.logprob), b))
+        b = _token_bytes(t.text, t.text_len)
+        out.append(TokenLogprob(_decode(b), float(t.logprob), b, tuple(top)))
+    return tuple(out)
+
+
+def _decode(b: Tuple[int, ...]) -> str:
+    return bytes(b).decode("utf-8", errors="replace")
 
 
 def parse_buffer_types(text: str) -> Dict[str, float]:

@@ -2,7 +2,8 @@
 
 Each class mirrors one C struct of ``edge_veda.h`` (``ev_generation_stats``,
 ``ev_memory_stats``, ``ev_model_info``, ``ev_stream_token_info``,
-``ev_embed_result``), field names in snake_case, so a port can map them one to one.
+``ev_embed_result``, ``ev_token_logprob``), field names in snake_case, so a port
+can map them one to one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = [
     "PRESSURE_WARNING_RATIO",
@@ -22,6 +23,8 @@ __all__ = [
     "MemoryPressureEvent",
     "ModelInfo",
     "TokenInfo",
+    "TokenLogprob",
+    "TopLogprob",
     "EmbeddingResult",
 ]
 
@@ -92,8 +95,37 @@ class GenerationStats:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """``ev_top_logprob``: one alternative for a generated token."""
+
+    token: str
+    logprob: float
+    #: the token's bytes (``token`` is them decoded, a partial UTF-8 character
+    #: replaced by U+FFFD)
+    bytes: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """``ev_token_logprob``: a generated token, its logprob and the
+    ``top_logprobs`` best alternatives, highest first.
+
+    The distribution is the one greedy decoding picks from: the log-softmax
+    of the logits after the grammar mask and the repetition penalties, before
+    temperature and top-k / top-p / min-p (see ``edge_veda.h``). With
+    temperature 0 the token is ``top_logprobs[0]``.
+    """
+
+    token: str
+    logprob: float
+    bytes: Tuple[int, ...]
+    top_logprobs: Tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerateResult:
-    """The result of :meth:`EdgeVeda.generate`."""
+    """The result of :meth:`EdgeVeda.generate`. ``logprobs``: one entry per
+    generated token with ``logprobs=True``, else None."""
 
     text: str
     prompt_tokens: int
@@ -101,6 +133,7 @@ class GenerateResult:
     finish_reason: FinishReason
     stats: GenerationStats
     latency_ms: float = 0.0
+    logprobs: Optional[Tuple[TokenLogprob, ...]] = None
 
     @property
     def total_tokens(self) -> int:

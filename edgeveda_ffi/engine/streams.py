@@ -13,7 +13,7 @@ from ..errors import EdgeVedaException, GenerationException
 from . import bindings, worker
 from .config import GenerationParams
 from .lifecycle import free_stream_owned
-from .results import GenerationStats, TokenInfo
+from .results import GenerationStats, TokenInfo, TokenLogprob
 
 if TYPE_CHECKING:
     from .llm import EdgeVeda
@@ -23,16 +23,20 @@ __all__ = ["StreamPiece", "TokenStream", "AsyncTokenStream"]
 
 @dataclass(frozen=True)
 class StreamPiece:
-    """A streamed piece with its token information (``stream(..., token_info=True)``)."""
+    """A streamed piece with its token information (``stream(..., token_info=True)``)
+    and, with ``stream(..., logprobs=True)``, the entries of the tokens it came
+    from (a piece may come from several tokens, or from none; tokens that
+    added no text at the end come in a last piece with text "")."""
 
     text: str
     info: TokenInfo
+    logprobs: Tuple[TokenLogprob, ...] = ()
 
     def __str__(self) -> str:
         return self.text
 
 
-class AsyncTokenStream(AsyncIterator[str]):
+class AsyncTokenStream(AsyncIterator[Any]):
     """The async iterator :meth:`EdgeVeda.astream` returns.
 
     A class rather than an async generator: an abandoned async generator is
@@ -57,7 +61,7 @@ class AsyncTokenStream(AsyncIterator[str]):
     def __aiter__(self) -> AsyncTokenStream:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Any:
         if self._request is not None:
             prompt, params, kwargs = self._request
             self._request = None
@@ -75,6 +79,12 @@ class AsyncTokenStream(AsyncIterator[str]):
             # within a token) or failed: free the stream before re-raising
             self._free()
             raise
+        if stream._logprobs:  # StreamPiece, as TokenStream yields them
+            last = piece is None and stream._tail()
+            if last:
+                return last
+            if piece is not None:
+                return stream._piece(piece)
         if piece is None:
             self._free()
             raise StopAsyncIteration
@@ -116,10 +126,16 @@ class TokenStream(Iterator[Any]):
     frees the native stream, after which the engine can start another.
     """
 
-    def __init__(self, engine: EdgeVeda, handle: Any, token_info: bool) -> None:
+    def __init__(
+        self, engine: EdgeVeda, handle: Any, token_info: bool, logprobs: bool = False
+    ) -> None:
         self._engine = engine
         self._handle: Any = handle
         self._token_info = token_info
+        self._logprobs = logprobs
+        # with logprobs: the entries of the last piece read (under _lock, so
+        # they belong to that piece)
+        self._piece_logprobs: Tuple[TokenLogprob, ...] = ()
         self._done = False
         self._lock = threading.Lock()
         self._owner = engine._owner
@@ -145,6 +161,8 @@ class TokenStream(Iterator[Any]):
                 if pending is not None:
                     raise pending from exc
                 raise
+            if self._logprobs:
+                self._piece_logprobs = bindings.stream_get_logprobs(self._handle)
             if text is None:
                 self._done = True
                 self._engine._raise_pending()
@@ -160,10 +178,26 @@ class TokenStream(Iterator[Any]):
             self._free_native()
             raise
         if text is None:
-            raise StopIteration
+            last = self._tail()
+            if last is None:
+                raise StopIteration
+            return last
+        if self._logprobs:
+            return self._piece(text)
         if self._token_info:
             return StreamPiece(text, self.token_info())
         return text
+
+    def _piece(self, text: str) -> StreamPiece:
+        return StreamPiece(text, self.token_info(), self._piece_logprobs)
+
+    def _tail(self) -> Optional[StreamPiece]:
+        """At the end, once: the entries of tokens that added no text, as a
+        last piece with text "" (None when there are none)."""
+        tail, self._piece_logprobs = self._piece_logprobs, ()
+        if not tail or self._handle is None:
+            return None
+        return StreamPiece("", self.token_info(), tail)
 
     def token_info(self) -> TokenInfo:
         """Confidence information for the latest token."""

@@ -21,7 +21,8 @@
  *     ev_model_info, ev_model_buffer_types) are owned by the library or the
  *     context; never free them.
  *   - ev_embed_result.embeddings is freed with ev_free_embeddings();
- *     ev_tokenize()'s array with ev_free_tokens().
+ *     ev_tokenize()'s array with ev_free_tokens(); an ev_logprobs list
+ *     with ev_free_logprobs().
  *   - Input strings are only read during the call (grammar and stop strings
  *     are copied by ev_generate_stream), so the caller may free them after.
  *
@@ -108,9 +109,9 @@
 
 /* The API version; the Python extension bakes it in and checks it at import. */
 #define EV_VERSION_MAJOR 1
-#define EV_VERSION_MINOR 3
+#define EV_VERSION_MINOR 4
 #define EV_VERSION_PATCH 0
-#define EV_VERSION_STRING "1.3.0"
+#define EV_VERSION_STRING "1.4.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -478,10 +479,83 @@ typedef struct {
     int64_t seed;        /* -2 = use the context's config seed; -1 random; >= 0 fixed */
     float min_p;         /* [0, 1]; 0 = off */
     int reserved[7];
+    /* Since 1.4.0 (an older struct_size, ending before this field, still
+     * works and means -1): -1 = off; 0..20 = record every generated token's
+     * logprob and that many alternatives (see ev_token_logprob). */
+    int32_t top_logprobs;
 } ev_generation_extras;
 
-/* Fill *extras with defaults (struct_size set, seed -2, min_p 0). */
+/* Fill *extras with defaults (struct_size set, seed -2, min_p 0, top_logprobs -1). */
 EV_API void ev_generation_extras_default(ev_generation_extras* extras);
+
+/* Why: scoring, confidence and debugging of a prompt need the probability of
+ * every generated token and of its closest rivals (OpenAI's logprobs /
+ * top_logprobs), and every binding should get them the same way.
+ *
+ * What the numbers are: for each generated token, the natural-log softmax
+ * of the logits the sampler chain sees after the grammar mask and the
+ * repetition / frequency / presence penalties, at temperature 1 and before
+ * top-k / top-p / min-p truncation: the distribution greedy decoding picks
+ * from. So with temperature 0 the chosen token is top[0] (ties: the lowest
+ * id, as the greedy pick) and logprob == top[0].logprob; with temperature > 0
+ * the chosen token may be any token the truncated, tempered draw allowed.
+ * Tokens the grammar forbids have logprob -inf and are never listed among
+ * the alternatives. The end-of-generation token is not reported (as it is
+ * not in the text); a token that completed a stop sequence is.
+ *
+ * Turned on by ev_generation_extras.top_logprobs >= 0; when off (-1, the
+ * default) nothing is computed or kept. When on, each token costs one more
+ * pass over the vocabulary (log-sum-exp) and a partial sort for the
+ * alternatives. */
+typedef struct {
+    int32_t token;        /* token id */
+    const char* text;     /* its bytes (as in the output; special tokens render as ""), NUL-terminated */
+    size_t text_len;      /* may be a partial UTF-8 sequence, may contain NUL */
+    float logprob;        /* <= 0 */
+} ev_top_logprob;
+
+typedef struct {
+    int32_t token;              /* the generated token */
+    const char* text;           /* its bytes, NUL-terminated (see ev_top_logprob.text) */
+    size_t text_len;
+    float logprob;              /* its logprob in the distribution above, <= 0 */
+    const ev_top_logprob* top;  /* num_top alternatives, highest logprob first */
+    int32_t num_top;            /* min(top_logprobs, tokens with a finite logprob) */
+} ev_token_logprob;
+
+/* A list of entries, one per generated token, in order (empty: tokens NULL,
+ * num_tokens 0). Everything it points at belongs to the list, not to a
+ * context or stream: free it with ev_free_logprobs (once, any thread). */
+typedef struct {
+    const ev_token_logprob* tokens;
+    size_t num_tokens;
+    void* internal;             /* owned by the library; do not touch */
+} ev_logprobs;
+
+/* The entries of the tokens sampled during the stream's last ev_stream_next
+ * call, in order. A token's bytes may reach the text in a later piece (an
+ * incomplete UTF-8 character, or text held back as a possible stop
+ * sequence), so a piece may come with several entries or none; concatenated
+ * over the calls, the entries are ev_generate's for the same request. The
+ * entries of the call that ended the stream (NULL, EV_SUCCESS) are reported
+ * after it too. Empty after a call that failed or found the stream ended, and
+ * when logprobs are off. *out is a copy: free it with ev_free_logprobs; it
+ * stays valid after the stream is freed. Takes the stream lock (call it
+ * between ev_stream_next calls). Errors: INVALID_PARAM (NULL/freed stream,
+ * NULL out), CONTEXT_INVALID (a stream inherited through fork()). */
+EV_API ev_error_t ev_stream_get_logprobs(ev_stream stream, ev_logprobs* out);
+
+/* The entries of the calling thread's last ev_generate on ctx (as
+ * ev_get_last_generation_stats: the caller's thread, even though the work ran
+ * on the compute thread). Empty when that generation had logprobs off or
+ * failed, or this thread has not generated on ctx (a stream's entries come
+ * from ev_stream_get_logprobs only). Thread-local: takes no lock, so it never
+ * waits for another thread's generation. *out: free with ev_free_logprobs.
+ * Errors: INVALID_PARAM (NULL out), CONTEXT_INVALID. */
+EV_API ev_error_t ev_get_last_logprobs(ev_context ctx, ev_logprobs* out);
+
+/* Free what out holds and zero it. NULL, or a zeroed list: no-op. */
+EV_API void ev_free_logprobs(ev_logprobs* logprobs);
 
 /* Why: a run-time switch for the CPU backend's extra buffer types, without
  * breaking Edge Veda's ev_config layout. llama.cpp puts weights in "extra

@@ -18,6 +18,14 @@ struct ThreadStats {
     ev_generation_stats stats{};
 };
 thread_local ThreadStats t_stats;
+
+// The calling thread's last ev_generate's logprob entries, for
+// ev_get_last_logprobs (shared: the carry hands it over without a copy).
+struct ThreadLogprobs {
+    const ev::Engine* engine = nullptr;
+    std::shared_ptr<const ev::LogprobList> list;
+};
+thread_local ThreadLogprobs t_logprobs;
 }  // namespace
 
 namespace ev {
@@ -40,8 +48,18 @@ bool thread_stats(const Engine* e, ev_generation_stats* out) {
     return true;
 }
 
+void record_thread_logprobs(const Engine* e, std::shared_ptr<const LogprobList> list) {
+    t_logprobs.engine = e;
+    t_logprobs.list = std::move(list);
+}
+
+std::shared_ptr<const LogprobList> thread_logprobs(const Engine* e) {
+    return t_logprobs.engine == e ? t_logprobs.list : nullptr;
+}
+
 void ThreadCarry::begin() {
     t_stats.engine = nullptr;
+    t_logprobs = ThreadLogprobs{};
     error_sets = t_error_sets;
 }
 
@@ -50,11 +68,14 @@ void ThreadCarry::end() {
     if (has_error) error = t_last_error;
     stats_engine = t_stats.engine;
     stats = t_stats.stats;
+    logprobs_engine = t_logprobs.engine;
+    logprobs = t_logprobs.list;
 }
 
 void ThreadCarry::apply() const {
     if (has_error) set_thread_error(error);
     if (stats_engine != nullptr) record_thread_stats(stats_engine, stats);
+    if (logprobs_engine != nullptr) record_thread_logprobs(logprobs_engine, logprobs);
 }
 
 Engine* ErrorSink::engine() const noexcept {

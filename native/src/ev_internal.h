@@ -26,6 +26,21 @@ ev_error_t fail(ev_error_t code, const std::string& msg);
 void set_thread_error(const std::string& msg);
 const char* thread_error();
 
+// One generated token's logprob entry (ev_token_logprob), kept by a
+// Generation while logprobs are on (see edge_veda.h for what the numbers are).
+struct TopLogprob {
+    llama_token token;
+    std::string text;
+    float logprob;
+};
+struct TokenLogprob {
+    llama_token token;
+    std::string text;
+    float logprob;
+    std::vector<TopLogprob> top;
+};
+using LogprobList = std::vector<TokenLogprob>;
+
 // What a call leaves in thread-local state (its error message, its stats),
 // carried from the compute thread back to the calling thread.
 struct ThreadCarry {
@@ -34,12 +49,17 @@ struct ThreadCarry {
     std::string error;
     const struct Engine* stats_engine = nullptr;
     ev_generation_stats stats{};
+    const struct Engine* logprobs_engine = nullptr;
+    std::shared_ptr<const LogprobList> logprobs;
     void begin();        // on the compute thread, before the call
     void end();          // on the compute thread, after it
     void apply() const;  // on the calling thread
 };
 void record_thread_stats(const struct Engine* e, const ev_generation_stats& s);
 bool thread_stats(const struct Engine* e, ev_generation_stats* out);
+// The calling thread's last ev_generate's logprob entries (null: off).
+void record_thread_logprobs(const struct Engine* e, std::shared_ptr<const LogprobList> list);
+std::shared_ptr<const LogprobList> thread_logprobs(const struct Engine* e);
 
 // ---- the compute thread (compute_thread.cpp) ----
 // Runs fn on the process's one compute thread and waits; inline when called

@@ -14,6 +14,8 @@ static void ev_free_string_impl(char* str) { free(str); }
 // Context lock held (with_engine).
 static ev_error_t ev_generate_impl(Engine& e, const char* prompt, const ev_generation_params* params,
                                    char** output) {
+    // whatever happens below, ev_get_last_logprobs never returns an older call's
+    ev::record_thread_logprobs(&e, nullptr);
     if (prompt == nullptr) {
         e.set_error("ev_generate: prompt is NULL");
         return EV_ERROR_INVALID_PARAM;
@@ -48,6 +50,8 @@ static ev_error_t ev_generate_impl(Engine& e, const char* prompt, const ev_gener
             text += piece;
         }
         ev::record_stats(&e, gen.current_stats());
+        ev::record_thread_logprobs(
+            &e, gen.lp ? std::make_shared<const ev::LogprobList>(std::move(gen.logprobs)) : nullptr);
         e.refresh_memory_locked();
     }
     if (code != EV_SUCCESS) return code;
@@ -78,6 +82,16 @@ static ev_error_t ev_get_last_generation_stats_impl(Engine& e, ev_generation_sta
     return EV_SUCCESS;
 }
 
+// Thread-local only: no lock.
+static ev_error_t ev_get_last_logprobs_impl(Engine& e, ev_logprobs* out) {
+    if (out == nullptr) {
+        e.set_error("ev_get_last_logprobs: out is NULL");
+        return EV_ERROR_INVALID_PARAM;
+    }
+    ev::export_logprobs(ev::thread_logprobs(&e), out);
+    return EV_SUCCESS;
+}
+
 // ---- entry points ----
 
 EV_API void ev_free_string(char* str) { ev_free_string_impl(str); }  // free(): cannot throw
@@ -99,6 +113,18 @@ EV_API ev_error_t ev_generate_cancel(ev_context ctx) {
 EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_stats* stats) {
     return ev::with_engine("ev_get_last_generation_stats", EV_ERROR_UNKNOWN, ctx, ev::kUnlocked,
                            [&](Engine& e) { return ev_get_last_generation_stats_impl(e, stats); });
+}
+
+EV_API ev_error_t ev_get_last_logprobs(ev_context ctx, ev_logprobs* out) {
+    if (out != nullptr) *out = ev_logprobs{};
+    return ev::with_engine("ev_get_last_logprobs", EV_ERROR_UNKNOWN, ctx, ev::kUnlocked,
+                           [&](Engine& e) { return ev_get_last_logprobs_impl(e, out); });
+}
+
+EV_API void ev_free_logprobs(ev_logprobs* logprobs) {
+    ev::guard_quiet("ev_free_logprobs", [&] {
+        if (logprobs != nullptr) ev::free_logprobs(logprobs);
+    });
 }
 
 }  // extern "C"

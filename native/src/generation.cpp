@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace ev {
 
@@ -34,6 +35,40 @@ char* dup_cstr(const std::string& s) {
 void record_stats(Engine* e, const ev_generation_stats& s) {
     e->last_stats = s;
     record_thread_stats(e, s);
+}
+
+namespace {
+// What ev_logprobs.internal points at: the entries and the C views of them.
+struct ExportedLogprobs {
+    std::shared_ptr<const LogprobList> list;
+    std::vector<ev_token_logprob> tokens;
+    std::vector<ev_top_logprob> tops;
+};
+}  // namespace
+
+void export_logprobs(std::shared_ptr<const LogprobList> list, ev_logprobs* out) {
+    *out = ev_logprobs{};
+    if (!list || list->empty()) return;
+    auto x = std::make_unique<ExportedLogprobs>();
+    x->list = std::move(list);
+    size_t n_top = 0;
+    for (const auto& t : *x->list) n_top += t.top.size();
+    x->tops.reserve(n_top);  // no reallocation: tokens point into it
+    x->tokens.reserve(x->list->size());
+    for (const auto& t : *x->list) {
+        const ev_top_logprob* first = x->tops.data() + x->tops.size();
+        for (const auto& a : t.top) x->tops.push_back(ev_top_logprob{a.token, a.text.c_str(), a.text.size(), a.logprob});
+        x->tokens.push_back(ev_token_logprob{t.token, t.text.c_str(), t.text.size(), t.logprob,
+                                             t.top.empty() ? nullptr : first, static_cast<int32_t>(t.top.size())});
+    }
+    out->tokens = x->tokens.data();
+    out->num_tokens = x->tokens.size();
+    out->internal = x.release();
+}
+
+void free_logprobs(ev_logprobs* out) {
+    delete static_cast<ExportedLogprobs*>(out->internal);
+    *out = ev_logprobs{};
 }
 
 Generation::~Generation() {
@@ -78,6 +113,7 @@ ev_error_t Generation::prepare(const char* text) {
     smpl = s.chain;
     direct_greedy = s.direct_greedy;
     pen = s.pen;
+    lp = s.lp;
     return EV_SUCCESS;
 }
 
@@ -189,6 +225,25 @@ void Generation::note_first_text() {
     stats.first_token_ms = ms_since(t_start);
 }
 
+// The token's bytes as the output gets them (special tokens render as "").
+std::string Generation::token_text(llama_token t) const {
+    char buf[256];
+    int n = llama_token_to_piece(e->vocab, t, buf, sizeof buf, 0, /*special=*/false);
+    if (n >= 0) return std::string(buf, n);
+    std::string piece(-n, '\0');
+    n = llama_token_to_piece(e->vocab, t, &piece[0], (int)piece.size(), 0, false);
+    piece.resize(n < 0 ? 0 : n);
+    return piece;
+}
+
+// The generated token's entry from the distribution lp holds for this step.
+void Generation::note_logprobs(llama_token tok, const std::string& text) {
+    TokenLogprob entry{tok, text, lp->logprob(tok), {}};
+    entry.top.reserve(lp->top.size());
+    for (llama_token t : lp->top) entry.top.push_back(TopLogprob{t, token_text(t), lp->logprob(t)});
+    logprobs.push_back(std::move(entry));
+}
+
 ev_error_t Generation::next(std::string* text, const std::atomic<bool>* stream_cancel) {
     text->clear();
     if (!started) {
@@ -236,6 +291,8 @@ ev_error_t Generation::next(std::string* text, const std::atomic<bool>* stream_c
                 return set(EV_ERROR_INFERENCE_FAILED, "llama.cpp has no logits for the last token");
             }
             tok = greedy_from_logits(logits, llama_vocab_n_tokens(e->vocab), pen);
+            // before accept: the penalties the pick saw
+            if (lp) logprobs_from_logits(lp, logits, pen);
             llama_sampler_accept(smpl, tok);
         } else {
             tok = llama_sampler_sample(smpl, e->lctx, -1);
@@ -250,17 +307,8 @@ ev_error_t Generation::next(std::string* text, const std::atomic<bool>* stream_c
         generated.push_back(tok);
         pending = tok;
         has_pending = true;
-        char buf[256];
-        int n = llama_token_to_piece(e->vocab, tok, buf, sizeof buf, 0, /*special=*/false);
-        std::string piece;
-        if (n < 0) {
-            piece.resize(-n);
-            n = llama_token_to_piece(e->vocab, tok, &piece[0], (int)piece.size(), 0, false);
-            if (n < 0) n = 0;
-            piece.resize(n);
-        } else {
-            piece.assign(buf, n);
-        }
+        std::string piece = token_text(tok);
+        if (lp) note_logprobs(tok, piece);
         std::string safe = out.push(piece);
         if (out.stopped()) {
             finish(EV_FINISH_STOP);

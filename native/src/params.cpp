@@ -4,6 +4,7 @@
 #include "guard.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 namespace ev {
@@ -49,9 +50,12 @@ ev_error_t read_params(const ev_generation_params* in, Params* out) {
     out->confidence_threshold = p.confidence_threshold;
     out->seed = -2;
     out->min_p = 0;
+    out->top_logprobs = -1;
     if (p.reserved != nullptr) {
         const auto* x = static_cast<const ev_generation_extras*>(p.reserved);
-        if (x->struct_size != sizeof(ev_generation_extras)) {
+        // 1.3's struct ended before top_logprobs: still accepted (logprobs off)
+        constexpr size_t v13_size = offsetof(ev_generation_extras, top_logprobs);
+        if (x->struct_size != sizeof(ev_generation_extras) && x->struct_size != v13_size) {
             return fail(EV_ERROR_INVALID_PARAM,
                         "params.reserved must be NULL or an ev_generation_extras with struct_size set");
         }
@@ -59,6 +63,12 @@ ev_error_t read_params(const ev_generation_params* in, Params* out) {
         if (!finite(x->min_p) || x->min_p < 0 || x->min_p > 1) return fail(EV_ERROR_INVALID_PARAM, "extras.min_p must be in [0, 1]");
         out->seed = x->seed;
         out->min_p = x->min_p;
+        if (x->struct_size == sizeof(ev_generation_extras)) {
+            if (x->top_logprobs < -1 || x->top_logprobs > 20) {
+                return fail(EV_ERROR_INVALID_PARAM, "extras.top_logprobs must be -1 (off) or in [0, 20]");
+            }
+            out->top_logprobs = x->top_logprobs;
+        }
     }
     return EV_SUCCESS;
 }
@@ -91,6 +101,7 @@ static void ev_generation_extras_default_impl(ev_generation_extras* extras) {
     extras->struct_size = sizeof(ev_generation_extras);
     extras->seed = -2;
     extras->min_p = 0.0f;
+    extras->top_logprobs = -1;
 }
 
 // ---- entry points ----

@@ -3,6 +3,7 @@
 #include "generation.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace ev {
 
@@ -116,7 +117,73 @@ llama_sampler* init_penalties(int32_t n_vocab, int32_t last_n, float repeat, flo
     return llama_sampler_init(&penalties_iface, p);
 }
 
+// ---- the logprobs recorder: a sampler that only looks ----
+
+// log-sum-exp (in double, by id, so the chain and the fast path agree to the
+// bit) and the k best ids of lp->vals.
+void finish_dist(LogprobDist* lp) {
+    const std::vector<float>& v = lp->vals;
+    float mx = -INFINITY;
+    for (float x : v) {
+        if (x > mx) mx = x;  // NaN never compares greater
+    }
+    double z = 0;
+    if (std::isfinite(mx)) {
+        for (float x : v) {
+            if (x > -INFINITY) z += std::exp(double(x) - double(mx));
+        }
+    }
+    lp->log_z = std::isfinite(mx) && z > 0 ? double(mx) + std::log(z) : 0;
+    lp->top.clear();
+    if (lp->k <= 0) return;
+    auto& order = lp->order;
+    order.clear();
+    for (int32_t i = 0; i < lp->n_vocab; ++i) {
+        if (v[i] > -INFINITY) order.push_back(i);
+    }
+    size_t k = std::min<size_t>(static_cast<size_t>(lp->k), order.size());
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](llama_token a, llama_token b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+    lp->top.assign(order.begin(), order.begin() + k);
+}
+
+const char* recorder_name(const llama_sampler*) { return "ev-logprobs"; }
+
+void recorder_apply(llama_sampler* s, llama_token_data_array* cur) {
+    auto* lp = static_cast<LogprobDist*>(s->ctx);
+    std::fill(lp->vals.begin(), lp->vals.end(), -INFINITY);
+    for (size_t i = 0; i < cur->size; ++i) {
+        llama_token t = cur->data[i].id;
+        if (t >= 0 && t < lp->n_vocab) lp->vals[t] = cur->data[i].logit;
+    }
+    finish_dist(lp);
+}
+
+llama_sampler* recorder_clone(const llama_sampler* s);
+
+void recorder_free(llama_sampler* s) { delete static_cast<LogprobDist*>(s->ctx); }
+
+llama_sampler_i recorder_iface = {
+    recorder_name, nullptr, recorder_apply, nullptr, recorder_clone, recorder_free,
+    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+};
+
+llama_sampler* recorder_clone(const llama_sampler* s) {
+    return llama_sampler_init(&recorder_iface, new LogprobDist(*static_cast<const LogprobDist*>(s->ctx)));
+}
+
 }  // namespace
+
+void logprobs_from_logits(LogprobDist* lp, const float* logits, const Penalties* pen) {
+    float* v = lp->vals.data();
+    if (pen == nullptr || pen->distinct.empty()) {
+        std::copy(logits, logits + lp->n_vocab, v);
+    } else {
+        const int32_t* count = pen->count.data();
+        for (int32_t i = 0; i < lp->n_vocab; ++i) v[i] = count[i] > 0 ? penalized(pen, logits[i], count[i]) : logits[i];
+    }
+    finish_dist(lp);
+}
 
 // Greedy choice straight from the logits: the token llama_sampler_sample
 // would return for a chain of [penalties,] greedy, without laying the whole
@@ -176,6 +243,13 @@ ev_error_t build_sampler(const llama_vocab* vocab, const Params& p, int64_t conf
                                             p.presence_penalty);
         if (pen) llama_sampler_chain_add(smpl, pen);
         out->pen = pen ? static_cast<const Penalties*>(pen->ctx) : nullptr;
+    }
+    if (p.top_logprobs >= 0) {
+        // after grammar and penalties, before temperature and truncation
+        int32_t n_vocab = llama_vocab_n_tokens(vocab);
+        auto* lp = new LogprobDist{n_vocab, p.top_logprobs, std::vector<float>(n_vocab), 0, {}, {}};
+        llama_sampler_chain_add(smpl, llama_sampler_init(&recorder_iface, lp));
+        out->lp = lp;
     }
     if (p.temperature <= 0.0f) {
         // the chain stays complete (accept() keeps the penalty window)

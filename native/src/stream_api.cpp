@@ -104,6 +104,7 @@ static char* ev_stream_next_impl(ev_stream stream, ev_error_t* error) {
     }
     std::lock_guard<std::mutex> slock(stream->mutex);
     Engine* e = stream->engine.get();
+    stream->gen.logprobs.clear();  // ev_stream_get_logprobs: this call's tokens only
     if (stream->ended.load()) {
         *error = stream_fail(stream, EV_ERROR_STREAM_ENDED,
                              stream->cancel.load() ? "the stream was cancelled" : "the stream has ended");
@@ -229,6 +230,15 @@ static ev_error_t ev_stream_get_stats_impl(ev_stream stream, ev_generation_stats
     return EV_SUCCESS;
 }
 
+static ev_error_t ev_stream_get_logprobs_impl(ev_stream stream, ev_logprobs* out) {
+    if (!stream_ok(stream)) return stream_error(stream);
+    if (out == nullptr) return stream_fail(stream, EV_ERROR_INVALID_PARAM, "out is NULL");
+    std::lock_guard<std::mutex> slock(stream->mutex);
+    const auto& list = stream->gen.logprobs;
+    ev::export_logprobs(list.empty() ? nullptr : std::make_shared<const ev::LogprobList>(list), out);
+    return EV_SUCCESS;
+}
+
 // ---- entry points ----
 
 EV_API ev_stream ev_generate_stream(ev_context ctx, const char* prompt, const ev_generation_params* params,
@@ -268,6 +278,12 @@ EV_API ev_error_t ev_stream_get_token_info(ev_stream stream, ev_stream_token_inf
 EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats) {
     return ev::guard("ev_stream_get_stats", EV_ERROR_UNKNOWN, stream_sink(stream),
                      [&] { return ev_stream_get_stats_impl(stream, stats); });
+}
+
+EV_API ev_error_t ev_stream_get_logprobs(ev_stream stream, ev_logprobs* out) {
+    if (out != nullptr) *out = ev_logprobs{};
+    return ev::guard("ev_stream_get_logprobs", EV_ERROR_UNKNOWN, stream_sink(stream),
+                     [&] { return ev_stream_get_logprobs_impl(stream, out); });
 }
 
 }  // extern "C"

@@ -83,6 +83,11 @@ int main(void) {
     ev_generation_stats gs;
     CHECK(ev_stream_get_stats(NULL, &gs) == EV_ERROR_INVALID_PARAM);
     CHECK(ev_get_last_generation_stats(NULL, &gs) == EV_ERROR_CONTEXT_INVALID);
+    ev_logprobs lps;
+    CHECK(ev_stream_get_logprobs(NULL, &lps) == EV_ERROR_INVALID_PARAM && lps.num_tokens == 0);
+    CHECK(ev_get_last_logprobs(NULL, &lps) == EV_ERROR_CONTEXT_INVALID && lps.tokens == NULL);
+    ev_free_logprobs(NULL);
+    ev_free_logprobs(&lps);
     ev_memory_stats ms;
     CHECK(ev_get_memory_usage(NULL, &ms) == EV_ERROR_CONTEXT_INVALID);
     CHECK(ev_set_memory_limit(NULL, 1) == EV_ERROR_CONTEXT_INVALID);
