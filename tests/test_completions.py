@@ -316,3 +316,38 @@ def test_stream_after_close_raises_at_once(tiny_model_path: Any) -> None:
         engine.create_completion("hi", stream=True)  # not at the first next()
     with pytest.raises(EngineClosedException):
         engine.create_chat_completion(QUESTION, stream=True)
+
+
+def test_logprobs_in_both_shapes(smollm2_engine: EdgeVeda) -> None:
+    chat = smollm2_engine.create_chat_completion(
+        QUESTION, logprobs=True, top_logprobs=3, max_tokens=6, temperature=0
+    )
+    entries = chat["choices"][0]["logprobs"]["content"]  # type: ignore[index]
+    assert len(entries) == chat["usage"]["completion_tokens"]  # type: ignore[index]
+    joined = b"".join(bytes(e["bytes"]) for e in entries).decode("utf-8", "replace")
+    assert joined == chat["choices"][0]["message"]["content"]  # type: ignore[index]
+    for e in entries:
+        assert e["logprob"] <= 0 and len(e["top_logprobs"]) == 3
+        assert e["top_logprobs"][0]["token"] == e["token"]  # greedy picks the top one
+        lps = [a["logprob"] for a in e["top_logprobs"]]
+        assert lps == sorted(lps, reverse=True)
+    streamed: List[Any] = list(
+        smollm2_engine.create_chat_completion(
+            QUESTION, logprobs=True, top_logprobs=3, max_tokens=6, temperature=0, stream=True
+        )
+    )
+    from_chunks = [
+        e
+        for c in streamed
+        if c["choices"][0]["logprobs"]
+        for e in c["choices"][0]["logprobs"]["content"]
+    ]
+    assert from_chunks == entries
+    legacy = smollm2_engine.create_completion(
+        "The capital of France is", logprobs=2, max_tokens=3, temperature=0
+    )
+    lp = legacy["choices"][0]["logprobs"]  # type: ignore[index]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 3
+    assert "".join(lp["tokens"]) == legacy["choices"][0]["text"]  # type: ignore[index]
+    assert lp["text_offset"][0] == 0 and all(len(d) == 2 for d in lp["top_logprobs"])
+    assert smollm2_engine.create_completion("x", max_tokens=1)["choices"][0]["logprobs"] is None  # type: ignore[index]
