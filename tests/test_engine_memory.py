@@ -90,27 +90,36 @@ def test_pressure_event_numbers(tiny_model_path: Path) -> None:
 
 
 def test_pressure_at_end_of_generation(tiny_model_path: Path) -> None:
-    """A limit set while another thread generates is checked when that call ends, and
-    the event is delivered there (a safe point)."""
+    """A limit set while another thread generates is checked when that thread's
+    call ends, and the event is delivered there (a safe point). The other thread
+    streams and holds still after its first piece until the limit is set, so the
+    order does not depend on how fast the machine decodes."""
     with _tiny(tiny_model_path, context_size=2048, auto_unload_on_memory_pressure=False) as engine:
         events: list[tuple[MemoryPressureEvent, int]] = []
         engine.on_memory_pressure(lambda ev: events.append((ev, threading.get_ident())))
         started = threading.Event()
+        limit_set = threading.Event()
         idents: list[int] = []
 
-        def gen() -> Any:
+        def gen() -> int:
             idents.append(threading.get_ident())
-            started.set()
-            return engine.generate("Once upon a time", max_tokens=400, seed=1)
+            n = 0
+            with engine.stream("Once upon a time", max_tokens=40, seed=1) as pieces:
+                for _ in pieces:
+                    n += 1
+                    if n == 1:
+                        started.set()
+                        limit_set.wait(60)
+            return n
 
-        worker = threading.Thread(target=lambda: idents.append(gen().completion_tokens))
+        worker = threading.Thread(target=lambda: idents.append(gen()))
         worker.start()
-        started.wait()
-        time.sleep(0.2)  # inside the 400-token generation
+        assert started.wait(60)
         current = engine.memory_stats().current_bytes
         engine.set_memory_limit(current - 1)
+        limit_set.set()
         worker.join(60)
-        assert not worker.is_alive()
+        assert not worker.is_alive() and idents[1] > 1  # it went on after the limit
         assert len(events) >= 1
         ev, thread = events[-1]
         assert ev.limit_bytes == current - 1 and ev.current_bytes == current
