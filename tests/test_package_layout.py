@@ -174,3 +174,37 @@ def test_server_uses_only_the_public_api() -> None:
             bad[m] = sorted(outside)
     assert not bad, bad
     assert any(m.startswith(PUBLIC_SERVER + ".") for m in mods)
+
+
+def test_pure_parts_import_without_the_extension() -> None:
+    """errors, results, the JSON-schema compiler and the model manager load with
+    the compiled extension missing; the engine names then fail with the clear
+    ImportError of engine/extension.py."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "edgeveda_ffi._native":
+            raise ImportError("blocked for the test")
+        return None
+sys.meta_path.insert(0, Block())
+import edgeveda_ffi
+from edgeveda_ffi import ModelManager, MemoryStats, NativeErrorCode, schema_to_gbnf
+from edgeveda_ffi.models import DEFAULT_MODEL_ID
+assert schema_to_gbnf({"type": "boolean"})
+assert MemoryStats(1, 1, 2, 1, 0).usage_ratio == 0.5
+assert "_native" not in sys.modules and "edgeveda_ffi._native" not in sys.modules
+try:
+    edgeveda_ffi.EdgeVeda
+except ImportError as exc:
+    assert "pip install" in str(exc), exc
+    print("clear ImportError")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "clear ImportError"
