@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_names
 from ._version import HEADER_VERSION, __version__
 from .engine import (
     CPU_EXTRA_BUFFERS_ENV,
@@ -143,20 +144,12 @@ __all__ = [
 ]
 
 
+_lazy_getattr, __dir__ = lazy_names(__name__, globals(), _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     if name == "CancelledException":  # deprecated; warns
         from . import errors
 
         return errors.__getattr__(name)
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeveda_ffi' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return _lazy_getattr(name)

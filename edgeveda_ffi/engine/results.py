@@ -143,8 +143,31 @@ class GenerateResult:
         return self.text
 
 
+class _LimitUsage:
+    """What :class:`MemoryStats` and :class:`MemoryPressureEvent` say of their
+    ``current_bytes`` against ``limit_bytes``."""
+
+    current_bytes: int
+    limit_bytes: int
+
+    @property
+    def usage_ratio(self) -> float:
+        """current / limit: 0.5 is half the limit (0 when there is no limit)."""
+        return _ratio(self.current_bytes, self.limit_bytes)
+
+    @property
+    def usage_percent(self) -> float:
+        """Deprecated: :attr:`usage_ratio` (a 0..1 ratio, not a percentage)."""
+        return _deprecated_ratio(self.usage_ratio)
+
+    @property
+    def is_critical(self) -> bool:
+        """Usage above :data:`PRESSURE_CRITICAL_RATIO` of the limit."""
+        return self.usage_ratio > PRESSURE_CRITICAL_RATIO
+
+
 @dataclass(frozen=True)
-class MemoryStats:
+class MemoryStats(_LimitUsage):
     """``ev_memory_stats``: llama.cpp buffer sizes (not process RSS)."""
 
     current_bytes: int
@@ -154,31 +177,16 @@ class MemoryStats:
     context_bytes: int
 
     @property
-    def usage_ratio(self) -> float:
-        """current / limit: 0.5 is half the limit (0 when there is no limit)."""
-        return _ratio(self.current_bytes, self.limit_bytes)
-
-    @property
-    def usage_percent(self) -> float:
-        """Deprecated: :attr:`usage_ratio` (a 0..1 ratio, not a percentage)."""
-        return _deprecated_ratio(self.usage_ratio)
-
-    @property
     def is_high_pressure(self) -> bool:
         """Usage above :data:`PRESSURE_WARNING_RATIO` of the limit."""
         return self.usage_ratio > PRESSURE_WARNING_RATIO
-
-    @property
-    def is_critical(self) -> bool:
-        """Usage above :data:`PRESSURE_CRITICAL_RATIO` of the limit."""
-        return self.usage_ratio > PRESSURE_CRITICAL_RATIO
 
     def to_dict(self) -> Dict[str, int]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class MemoryPressureEvent:
+class MemoryPressureEvent(_LimitUsage):
     """Delivered to :meth:`EdgeVeda.on_memory_pressure` callbacks (the core
     calls them at 90 % of the limit, ``PRESSURE_CRITICAL_RATIO``)."""
 
@@ -186,25 +194,10 @@ class MemoryPressureEvent:
     limit_bytes: int
 
     @property
-    def usage_ratio(self) -> float:
-        """current / limit: 0.5 is half the limit (0 when there is no limit)."""
-        return _ratio(self.current_bytes, self.limit_bytes)
-
-    @property
-    def usage_percent(self) -> float:
-        """Deprecated: :attr:`usage_ratio` (a 0..1 ratio, not a percentage)."""
-        return _deprecated_ratio(self.usage_ratio)
-
-    @property
     def is_warning(self) -> bool:
         """Usage above :data:`PRESSURE_WARNING_RATIO` of the limit (as
         :attr:`MemoryStats.is_high_pressure`)."""
         return self.usage_ratio > PRESSURE_WARNING_RATIO
-
-    @property
-    def is_critical(self) -> bool:
-        """Usage above :data:`PRESSURE_CRITICAL_RATIO` of the limit."""
-        return self.usage_ratio > PRESSURE_CRITICAL_RATIO
 
 
 @dataclass(frozen=True)
