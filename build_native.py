@@ -18,6 +18,10 @@ One job, in three steps:
 Environment:
     EDGEVEDA_BACKEND       cpu (default) | vulkan | metal
     EDGEVEDA_NATIVE_CPU    1 (default: -march=native) | 0 (portable build)
+    EDGEVEDA_CPU_VARIANTS  1: the wheel's build: llama.cpp and ggml as shared
+                           libraries, the CPU backend as one module per CPU
+                           level in edgeveda_ffi/cpu_variants/, chosen at run
+                           time (scripts/build-wheel.sh)
     EDGEVEDA_LLAMA_CPP_DIR use this llama.cpp source instead of fetching
     EDGEVEDA_CACHE_DIR     where fetched sources are kept
     EDGEVEDA_SANITIZE      e.g. address,undefined (debug builds with sanitizers)
@@ -343,8 +347,15 @@ def _require_tools() -> None:
         raise BuildError("no C++17 compiler found: `apt-get install g++` (or set CXX)")
 
 
+def cpu_variants() -> bool:
+    """Whether this is the portable build with CPU variant modules (the wheel)."""
+    return os.environ.get("EDGEVEDA_CPU_VARIANTS", "0").strip() == "1"
+
+
 def build_dir() -> Path:
     name = f"native-{backend()}"
+    if cpu_variants():
+        name += "-variants"
     if os.environ.get("EDGEVEDA_SANITIZE"):
         name += "-" + re.sub(r"[^a-z]+", "-", os.environ["EDGEVEDA_SANITIZE"].lower())
     if os.environ.get("EDGEVEDA_NATIVE_CPU", "1") == "0":
@@ -374,7 +385,11 @@ def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
            "-DCMAKE_BUILD_TYPE=" + ("RelWithDebInfo" if os.environ.get("EDGEVEDA_SANITIZE") else "Release"),
            "-DEDGEVEDA_NATIVE_CPU=" + ("OFF" if os.environ.get("EDGEVEDA_NATIVE_CPU", "1") == "0" else "ON"),
            f"-DEDGEVEDA_SANITIZE={os.environ.get('EDGEVEDA_SANITIZE', '')}",
+           f"-DEDGEVEDA_CPU_VARIANTS={'ON' if cpu_variants() else 'OFF'}",
            f"-DEDGEVEDA_BUILD_TESTS={'ON' if tests else 'OFF'}"]
+    if cpu_variants() and (tests or b != "cpu"):
+        raise BuildError("EDGEVEDA_CPU_VARIANTS=1 builds the CPU wheel's extension only "
+                         "(EDGEVEDA_BACKEND=cpu, no C tests)")
     _run(cfg, "CMake configure")
     jobs = os.environ.get("EDGEVEDA_BUILD_JOBS") or str(os.cpu_count() or 2)
     targets = ["edgeveda_core"] + (["test_api_guards", "test_model", "ev_bench_c"] if tests else [])
@@ -387,6 +402,18 @@ def cmake_build(out: Optional[Path] = None, tests: bool = True) -> List[Path]:
         # one means the build did not finish.
         raise BuildError(f"CMake did not produce: {', '.join(missing)}")
     return libs
+
+
+def variant_modules(out: Optional[Path] = None) -> List[Path]:
+    """The CPU variant modules of a build with EDGEVEDA_CPU_VARIANTS=1 ([] otherwise)."""
+    manifest = (out or build_dir()) / "cpu_variant_modules.txt"
+    if not cpu_variants():
+        return []
+    mods = [Path(line.strip()) for line in manifest.read_text().splitlines() if line.strip()]
+    missing = [str(p) for p in mods if not p.is_file()]
+    if not mods or missing:
+        raise BuildError(f"CMake did not produce the CPU variant modules: {', '.join(missing) or manifest}")
+    return mods
 
 
 def run_ctest(out: Optional[Path] = None) -> int:
@@ -451,6 +478,9 @@ def make_ffibuilder(libs: Optional[List[Path]] = None):  # type: ignore[no-untyp
     if os.environ.get("EDGEVEDA_SANITIZE"):
         for s in os.environ["EDGEVEDA_SANITIZE"].split(","):
             link_args.append(f"-fsanitize={s.strip()}")
+    # Shared llama/ggml (the build with CPU variants): found in their build
+    # folder until auditwheel grafts them into the wheel.
+    rpath = sorted({str(p.parent) for p in libs or [] if p.suffix != ".a"})
     ffibuilder.set_source(
         "edgeveda_ffi._native",
         f'#include "edge_veda.h"\n'
@@ -459,12 +489,16 @@ def make_ffibuilder(libs: Optional[List[Path]] = None):  # type: ignore[no-untyp
         extra_objects=[str(p) for p in (libs or [])],
         libraries=libraries,
         extra_link_args=link_args,
+        runtime_library_dirs=rpath,
     )
     return ffibuilder
 
 
-def configure_extension(ext, build_temp: str) -> None:  # type: ignore[no-untyped-def]
-    """Fill a setuptools Extension for edgeveda_ffi._native (called by setup.py)."""
+def configure_extension(ext, build_temp: str) -> List[Path]:  # type: ignore[no-untyped-def]
+    """Fill a setuptools Extension for edgeveda_ffi._native (called by setup.py).
+
+    Returns the CPU variant modules that go to ``cpu_variants/`` beside the
+    extension ([] unless EDGEVEDA_CPU_VARIANTS=1)."""
     libs = cmake_build(tests=False)
     ffibuilder = make_ffibuilder(libs)
     c_file = Path(build_temp) / "edgeveda_ffi._native.c"
@@ -476,9 +510,11 @@ def configure_extension(ext, build_temp: str) -> None:  # type: ignore[no-untype
     ext.extra_objects = list(kwds.get("extra_objects", []))
     ext.libraries = list(kwds.get("libraries", []))
     ext.extra_link_args = list(kwds.get("extra_link_args", []))
+    ext.runtime_library_dirs = list(kwds.get("runtime_library_dirs", []))
     # Relink when a static library or the header changes (setuptools only
     # compares the sources otherwise, and would keep a stale extension).
     ext.depends = [str(p) for p in libs] + [str(HEADER)]
+    return variant_modules()
 
 
 def main(argv: List[str]) -> int:

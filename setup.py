@@ -2,6 +2,7 @@
 with CMake and compiles the cffi extension edgeveda_ffi._native
 (build_native.py does the work; metadata lives in pyproject.toml)."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,17 +16,29 @@ class BuildNative(build_ext):
     """build_ext that fills the extension from build_native.py first."""
 
     def build_extension(self, ext):
+        modules = []
         if ext.name == "edgeveda_ffi._native":
             import build_native
 
             try:
-                build_native.configure_extension(ext, self.build_temp)
+                modules = build_native.configure_extension(ext, self.build_temp)
             except build_native.BuildError as exc:
                 raise SystemExit(f"edgeveda-ffi build failed: {exc}") from None
         super().build_extension(ext)
+        if modules:
+            # The CPU variant modules, which the core looks for beside the extension.
+            dest = Path(self.get_ext_fullpath(ext.name)).parent / "cpu_variants"
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir(parents=True)
+            for mod in modules:
+                shutil.copy2(mod, dest / mod.name)
 
 
 setup(
-    ext_modules=[Extension("edgeveda_ffi._native", sources=[])],
+    # cffi compiles for the limited API (Py_LIMITED_API), so one extension
+    # (_native.abi3.so) serves CPython 3.9 and later.
+    ext_modules=[Extension("edgeveda_ffi._native", sources=[], py_limited_api=True)],
     cmdclass={"build_ext": BuildNative},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

@@ -59,6 +59,23 @@ if [ "${EDGEVEDA_CI_SANITIZE:-0}" = 1 ]; then
     PYTHON="$(command -v python)" bash scripts/sanitize.sh
 fi
 
+# ---- Wheel stage (issue 15; README "Install the wheel") ----------------------
+# Builds the portable wheel (scripts/build-wheel.sh: llama.cpp shared, every
+# CPU variant of ggml, auditwheel repair), installs it into a fresh venv
+# outside the checkout, asks it the capital of France and runs this test
+# suite against the installed package (scripts/test-wheel.sh).
+# EDGEVEDA_SKIP_WHEEL=1 skips it.
+if [ "${EDGEVEDA_SKIP_WHEEL:-0}" = 1 ]; then
+    echo "Wheel stage skipped (EDGEVEDA_SKIP_WHEEL=1)"
+else
+    wheel_start=$SECONDS
+    bash scripts/build-wheel.sh
+    echo "Wheel stage: built in $((SECONDS - wheel_start)) s"
+    test_start=$SECONDS
+    bash scripts/test-wheel.sh
+    echo "Wheel stage: tested in $((SECONDS - test_start)) s"
+fi
+
 # ---- Vulkan stage (issue 8; docs/backends.md "CI") ---------------------------
 # Builds the Vulkan variant out of place (build/vulkan-ext, build/vulkan-temp,
 # CMake in build/native-vulkan), stages it beside a copy of the package's .py

@@ -6,6 +6,7 @@ package; the tiny random llama and its corrupt variants are written by ``model_f
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,18 @@ import model_factory
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the project's markers."""
+    """Register the project's markers; with EDGEVEDA_TEST_INSTALLED=1 (the wheel
+    stage: scripts/test-wheel.sh), insist that the package under test is the
+    installed one, not the source tree's."""
+    if os.environ.get("EDGEVEDA_TEST_INSTALLED") == "1":
+        import edgeveda_ffi
+
+        where = Path(edgeveda_ffi.__file__).resolve()
+        if Path(__file__).resolve().parents[1] in where.parents:
+            raise pytest.UsageError(
+                f"EDGEVEDA_TEST_INSTALLED=1 but edgeveda_ffi comes from the source tree ({where}); "
+                "run the installed pytest from a venv without the editable install"
+            )
     config.addinivalue_line("markers", "slow: takes seconds or more; deselect with -m 'not slow'")
     config.addinivalue_line(
         "markers",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
@@ -219,15 +220,31 @@ def _mib_list(buffers: Dict[str, float]) -> str:
     return ", ".join(f"{name} {mib:.1f} MiB" for name, mib in buffers.items()) or "-"
 
 
+def _variant_text(data: Dict[str, Any]) -> str:
+    name = str(data["cpu_variant"])
+    if not data["cpu_variants"]:
+        how = "-march=native" if name == "native" else "no -march"
+        return f"{name} (compiled in by a source build, {how})"
+    if data["cpu_variant_source"] != "default":
+        return f"{name} ({data['cpu_variant_source']})"
+    return f"{name} (the best of the wheel's variants for this CPU)"
+
+
+def _variants_text(data: Dict[str, Any]) -> str:
+    runs = [v["name"] for v in data["cpu_variants"] if v["score"] > 0]
+    others = [v["name"] for v in data["cpu_variants"] if v["score"] <= 0]
+    return " ".join(runs) + (f"; not for this CPU: {' '.join(others)}" if others else "")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config_kwargs(args)
     try:
         from .. import native_info
     except ImportError as exc:
         raise CliError(str(exc)) from exc
-    from .. import DEFAULT_MODEL_ID
+    from .. import CPU_VARIANT_ENV, DEFAULT_MODEL_ID, cpu_variants
 
-    ni = native_info()
+    ni = native_info()  # a refused $EDGEVEDA_CPU_VARIANT raises its typed error here
     backends = ni["backends"]
     assert isinstance(backends, dict)
     manager = manager_of(args)
@@ -238,6 +255,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "detected_backend": ni["detected_backend"],
         "backends": {k: v for k, v in backends.items() if k != "auto"},
+        "cpu_variant": ni["cpu_variant"],
+        "cpu_variant_source": CPU_VARIANT_ENV
+        if os.environ.get(CPU_VARIANT_ENV, "").strip()
+        else "default",
+        "cpu_variants": [dataclasses.asdict(v) for v in cpu_variants()],
         "cpu_features": _cpu_features(str(ni["system_info"])),
         "system_info": ni["system_info"],
         "cpu_extra_buffers": _cpu_extra_buffers_setting(args),
@@ -270,6 +292,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{', '.join(avail) or 'none'} (auto picks {data['detected_backend']})"
             + (f"; not available: {', '.join(missing)}" if missing else ""),
         ),
+        ("cpu variant", _variant_text(data)),
+        *([("cpu variants", _variants_text(data))] if data["cpu_variants"] else []),
         (
             "cpu features",
             " ".join(f for f in data["cpu_features"] if f not in _CPU_BUILD_OPTIONS) or "-",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
-from .environment import CPU_EXTRA_BUFFERS_ENV, cpu_extra_buffers_from_env
+from .environment import CPU_EXTRA_BUFFERS_ENV, CPU_VARIANT_ENV, cpu_extra_buffers_from_env
 from .json_schema import JSON_OBJECT_GBNF, response_format_grammar, schema_to_gbnf
 from .results import (
     EmbeddingResult,
@@ -29,7 +29,12 @@ from .results import (
 if TYPE_CHECKING:  # the lazy names below, for type checkers
     from .chat import ChatSession as ChatSession
     from .config import Backend as Backend, Config as Config, GenerationParams as GenerationParams
-    from .info import native_info as native_info
+    from .info import (
+        CpuVariant as CpuVariant,
+        cpu_variant as cpu_variant,
+        cpu_variants as cpu_variants,
+        native_info as native_info,
+    )
     from .llm import EdgeVeda as EdgeVeda
     from .streams import (
         AsyncTokenStream as AsyncTokenStream,
@@ -47,10 +52,14 @@ _LAZY = {
     "StreamPiece": "streams",
     "ChatSession": "chat",
     "native_info": "info",
+    "CpuVariant": "info",
+    "cpu_variant": "info",
+    "cpu_variants": "info",
 }
 
 __all__ = [
     "CPU_EXTRA_BUFFERS_ENV",
+    "CPU_VARIANT_ENV",
     "cpu_extra_buffers_from_env",
     "JSON_OBJECT_GBNF",
     "response_format_grammar",
@@ -74,6 +83,9 @@ __all__ = [
     "StreamPiece",
     "ChatSession",
     "native_info",
+    "CpuVariant",
+    "cpu_variant",
+    "cpu_variants",
 ]
 
 

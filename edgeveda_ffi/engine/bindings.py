@@ -19,6 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigurationException, GenerationException, NativeErrorCode
+from .environment import CPU_VARIANT_ENV
 from .extension import c_str, check_native, ffi, last_error, lib
 from .marshal import NativeParams, encode, logprobs_from, parse_buffer_types, stats_from
 from .results import (
@@ -45,6 +46,10 @@ __all__ = [
     "version",
     "llama_version",
     "system_info",
+    "cpu_backend_load",
+    "cpu_variant",
+    "cpu_variants",
+    "cpu_variant_score",
     "error_string",
     "detect_backend",
     "is_backend_available",
@@ -105,6 +110,38 @@ def llama_version() -> str:
 def system_info() -> str:
     """``ev_system_info``: llama.cpp's CPU features and build options."""
     return c_str(lib.ev_system_info())
+
+
+def cpu_backend_load() -> None:
+    """``ev_cpu_backend_load``: load the CPU backend (in the wheel: one CPU variant module).
+
+    Decided once per process. Raises ``ConfigurationException`` (``field``
+    ``"EDGEVEDA_CPU_VARIANT"``) when that variable names no variant of this
+    build, ``InitializationException`` when this CPU cannot execute the named
+    variant or a module file is missing (the message names the file).
+    """
+    code = int(lib.ev_cpu_backend_load())
+    if code == NativeErrorCode.INVALID_PARAM:
+        raise ConfigurationException(
+            "invalid CPU variant", last_error() or None, field=CPU_VARIANT_ENV
+        )
+    check_native(code)
+
+
+def cpu_variant() -> str:
+    """``ev_cpu_variant``: the CPU variant in use (loads it; raises as ``cpu_backend_load``)."""
+    cpu_backend_load()
+    return c_str(lib.ev_cpu_variant())
+
+
+def cpu_variants() -> List[str]:
+    """``ev_cpu_variants``: the variants this build carries ([] in a source build)."""
+    return [v for v in c_str(lib.ev_cpu_variants()).split(",") if v]
+
+
+def cpu_variant_score(name: str) -> int:
+    """``ev_cpu_variant_score``: > 0 this CPU runs ``name``, 0 it cannot, -1 not carried."""
+    return int(lib.ev_cpu_variant_score(encode(name, "name")))
 
 
 def error_string(code: int) -> str:
@@ -201,6 +238,7 @@ def init(config: Config, on_progress: Optional[Any] = None) -> Tuple[Any, Option
     callback raised (the load was then aborted and the context is NULL or freed);
     a load failure raises.
     """
+    cpu_backend_load()  # a bad EDGEVEDA_CPU_VARIANT fails here, with its field
     c = ffi.new("ev_config*")
     lib.ev_config_default(c)
     path = ffi.new("char[]", os.fsencode(config.model_path))

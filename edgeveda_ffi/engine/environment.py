@@ -7,10 +7,15 @@ from typing import Optional
 
 from ..errors import ConfigurationException
 
-__all__ = ["CPU_EXTRA_BUFFERS_ENV", "cpu_extra_buffers_from_env"]
+__all__ = ["CPU_EXTRA_BUFFERS_ENV", "CPU_VARIANT_ENV", "cpu_extra_buffers_from_env"]
 
 #: Environment variable giving ``Config.cpu_extra_buffers`` when the field is not given.
 CPU_EXTRA_BUFFERS_ENV = "EDGEVEDA_CPU_EXTRA_BUFFERS"
+
+#: Environment variable naming the CPU variant a build with variants (the wheel)
+#: loads instead of the best one for this CPU (read once per process, at the
+#: first load; see ``edgeveda_ffi.cpu_variants``).
+CPU_VARIANT_ENV = "EDGEVEDA_CPU_VARIANT"
 
 _ON_OFF = {"on": True, "off": False}
 

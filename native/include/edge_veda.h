@@ -109,9 +109,9 @@
 
 /* The API version; the Python extension bakes it in and checks it at import. */
 #define EV_VERSION_MAJOR 1
-#define EV_VERSION_MINOR 4
+#define EV_VERSION_MINOR 5
 #define EV_VERSION_PATCH 0
-#define EV_VERSION_STRING "1.4.0"
+#define EV_VERSION_STRING "1.5.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -599,6 +599,42 @@ EV_API void ev_set_log_callback(ev_log_callback callback, void* user_data);
 /* Why: `edgeveda info` reports what this build can do. Static strings. */
 EV_API const char* ev_llama_version(void);    /* llama.cpp commit/build */
 EV_API const char* ev_system_info(void);      /* CPU features, as llama.cpp reports them */
+
+/* Why: one portable build for every x86-64 CPU. A build with CPU variants
+ * (EDGEVEDA_CPU_VARIANTS=1, the wheel) carries ggml's CPU backend once per
+ * CPU level (x64, sse42, ..., haswell, skylakex, icelake, zen4,
+ * sapphirerapids, ...) as modules libggml-cpu-<name>.so in the folder
+ * cpu_variants/ beside the library that holds this core (or in
+ * $EDGEVEDA_CPU_VARIANT_DIR), and loads one at first use: the one named by
+ * $EDGEVEDA_CPU_VARIANT, else the best this CPU can execute (ggml's score).
+ * A source build has the CPU backend compiled in: its variant is "native"
+ * (-march=native) or "generic" (EDGEVEDA_NATIVE_CPU=0).
+ *
+ * ev_cpu_backend_load() loads it now; ev_init(), ev_detect_backend(),
+ * ev_is_backend_available() and ev_system_info() do it themselves. Errors:
+ *   INVALID_PARAM        $EDGEVEDA_CPU_VARIANT names no variant this build carries
+ *   UNSUPPORTED_BACKEND  this CPU cannot execute that variant (never an illegal
+ *                        instruction: the module's own CPU check says so first)
+ *   BACKEND_INIT_FAILED  a carried module is missing or does not load (the
+ *                        message names the file)
+ * The message is in ev_last_error_message(). The outcome is decided once per
+ * process (the environment is read at the first call): later calls return
+ * the same code and message. Any thread. */
+EV_API ev_error_t ev_cpu_backend_load(void);
+
+/* The CPU variant in use ("zen4", "native", ...): loads it first. NULL when
+ * the load failed (see ev_cpu_backend_load). Static string. */
+EV_API const char* ev_cpu_variant(void);
+
+/* The variants this build carries, comma-separated, in ggml's order ("" in
+ * a source build). Static string; does not load anything. */
+EV_API const char* ev_cpu_variants(void);
+
+/* Whether this CPU can execute variant name: its ggml score (> 0 yes, the
+ * higher the better), 0 when it cannot, -1 when this build does not carry
+ * name or its module does not load. Opens the module to ask it and closes
+ * it again (the variant in use is not changed). Any thread. */
+EV_API int ev_cpu_variant_score(const char* name);
 
 /* EV_CDEF_END */
 

@@ -22,6 +22,7 @@ std::vector<ggml_backend_dev_t> gpu_devices_of(ev_backend_t b) {
     const char* reg_name = b == EV_BACKEND_VULKAN ? "Vulkan" : b == EV_BACKEND_METAL ? "MTL" : nullptr;
     if (reg_name == nullptr || !ev::backend_compiled_in(b)) return out;
     ev::install_log_hook();
+    (void)ev::cpu_backend_load();  // a CPU device is registered before any other
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         auto type = ggml_backend_dev_type(dev);
@@ -89,7 +90,7 @@ static bool ev_is_backend_available_impl(int backend) {
     switch (backend) {
         case EV_BACKEND_AUTO:
         case EV_BACKEND_CPU:
-            return true;
+            return ev::cpu_backend_load() == EV_SUCCESS;  // a CPU variant module may be refused
         case EV_BACKEND_METAL:
         case EV_BACKEND_VULKAN:
             // compiled in (EDGEVEDA_BACKEND=metal|vulkan) and a device found
@@ -123,6 +124,7 @@ static const char* ev_llama_version_impl(void) {
 
 static const char* ev_system_info_impl(void) {
     ev::install_log_hook();
+    (void)ev::cpu_backend_load();  // the CPU features come from the CPU backend
     return llama_print_system_info();
 }
 

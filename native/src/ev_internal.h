@@ -103,6 +103,12 @@ bool backend_compiled_in(ev_backend_t b);
 // not compiled in or none was found.
 std::vector<ggml_backend_dev_t> gpu_devices(ev_backend_t b);
 
+// ---- the CPU backend (cpu_variants.cpp) ----
+// Loads the CPU variant module in a build with CPU variants (a no-op check of
+// $EDGEVEDA_CPU_VARIANT otherwise). Decided once per process; on failure the
+// same code and message every call (set as the thread's error).
+ev_error_t cpu_backend_load();
+
 // ---- running out of memory (memory_fit.cpp) ----
 // Bytes the process may still allocate (the tightest of RLIMIT_AS, the
 // cgroup's memory.max and MemAvailable; SIZE_MAX when none is known) and,

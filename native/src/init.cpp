@@ -330,6 +330,7 @@ static ev_context ev_init_with_progress_impl(const ev_config* config, ev_load_pr
     ev_error_t dummy;
     if (error == nullptr) error = &dummy;
     if ((*error = ev::validate_config(config)) != EV_SUCCESS) return nullptr;
+    if ((*error = ev::cpu_backend_load()) != EV_SUCCESS) return nullptr;
     const std::string path = config->model_path;
     ev_backend_t backend;
     int gpu_layers;
