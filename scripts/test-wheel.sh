@@ -45,7 +45,23 @@ vpy="$work/venv/bin/python"
     esac
 )
 
-# 2. The test suite against the installed package.
-cd "$root"
-EDGEVEDA_TEST_INSTALLED=1 EDGEVEDA_WHEEL="$wheel" \
-    "$work/venv/bin/pytest" -q -p no:cacheprovider tests "$@"
+# 2. The test suite against the installed package. From outside the checkout
+# (pytest still finds its settings in pyproject.toml): the subprocesses the
+# tests start (python -c, python -m edgeveda_ffi) put their working directory
+# first on sys.path, and there the source tree's package would shadow the
+# wheel. PYTHONSAFEPATH=1 (Python >= 3.11) turns that off as well.
+# Test paths among the arguments are relative to the checkout.
+args=()
+paths=0
+for a in "$@"; do
+    if [[ "$a" != -* ]] && [ -e "$root/${a%%::*}" ]; then
+        args+=("$root/$a")
+        paths=1
+    else
+        args+=("$a")
+    fi
+done
+[ $paths = 1 ] || args=("$root/tests" ${args[@]+"${args[@]}"})
+cd "$work"
+EDGEVEDA_TEST_INSTALLED=1 EDGEVEDA_WHEEL="$wheel" PYTHONSAFEPATH=1 \
+    "$work/venv/bin/pytest" -q -p no:cacheprovider "${args[@]}"

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Dict, Optional
@@ -44,6 +45,7 @@ def run_py(code: str, env: Optional[Dict[str, str]] = None) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tempfile.gettempdir(),  # not the checkout, whose package would shadow an installed one
     )
 
 
@@ -105,6 +107,7 @@ def test_info_reports_the_variant_and_refuses_a_bad_one() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tempfile.gettempdir(),
     )
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
@@ -116,6 +119,7 @@ def test_info_reports_the_variant_and_refuses_a_bad_one() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tempfile.gettempdir(),
     )
     assert bad.returncode == 1
     assert "ConfigurationException" in bad.stderr and "no-such" in bad.stderr

@@ -113,18 +113,11 @@ def system_info() -> str:
 
 
 def cpu_backend_load() -> None:
-    """``ev_cpu_backend_load``: load the CPU backend (in the wheel: one CPU variant module).
-
-    Decided once per process. Raises ``ConfigurationException`` (``field``
-    ``"EDGEVEDA_CPU_VARIANT"``) when that variable names no variant of this
-    build, ``InitializationException`` when this CPU cannot execute the named
-    variant or a module file is missing (the message names the file).
-    """
+    """``ev_cpu_backend_load``: load the CPU backend (the wheel: one variant module); an
+    unknown ``$EDGEVEDA_CPU_VARIANT`` is a ConfigurationException with that ``field``."""
     code = int(lib.ev_cpu_backend_load())
     if code == NativeErrorCode.INVALID_PARAM:
-        raise ConfigurationException(
-            "invalid CPU variant", last_error() or None, field=CPU_VARIANT_ENV
-        )
+        raise ConfigurationException("invalid CPU variant", last_error(), field=CPU_VARIANT_ENV)
     check_native(code)
 
 
