@@ -33,6 +33,8 @@ class BuildNative(build_ext):
             dest.mkdir(parents=True)
             for mod in modules:
                 shutil.copy2(mod, dest / mod.name)
+            # llama.cpp and ggml travel as binaries here: their MIT license with them.
+            shutil.copy2(build_native.llama_cpp_dir() / "LICENSE", dest / "LICENSE.llama.cpp")
 
 
 setup(

@@ -293,3 +293,30 @@ def test_pip_takes_the_wheel_on_a_newer_python(tmp_path: Path) -> None:
     assert "-cp39-abi3-manylinux_" in name and name.endswith("_x86_64.whl"), name
     proc = _pip_dry_run(tmp_path / "t", "--python-version", "3.13")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- nothing loaded unconditionally needs more than x86-64 -------------------------------------
+
+
+def _vector_registers(path: Path) -> int:
+    """How many instructions of ``path`` name an AVX (ymm) or AVX-512 (zmm) register."""
+    dis = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(1 for line in dis.splitlines() if "%ymm" in line or "%zmm" in line)
+
+
+@needs_variants
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 instruction sets")
+def test_what_is_always_loaded_runs_on_any_x86_64() -> None:
+    pkg = Path(edgeveda_ffi.__file__).parent
+    always = [*pkg.glob("_native*.so"), *sorted((pkg.parent / "edgeveda_ffi.libs").glob("*.so*"))]
+    always.append(pkg / "cpu_variants" / "libggml-cpu-x64.so")
+    assert len(always) >= 4, always  # the extension, llama, ggml, ggml-base (+ libgomp)
+    assert {p.name: _vector_registers(p) for p in always} == {p.name: 0 for p in always}
+    # The check finds them where they belong.
+    assert _vector_registers(pkg / "cpu_variants" / "libggml-cpu-haswell.so") > 1000
