@@ -195,21 +195,44 @@ def _compiler_has_pr114098(cxx: str, flags: List[str]) -> bool:
     return re.search(r'__asm__\s+volatile\s*\(\s*"ldtilecfg', proc.stdout) is not None
 
 
-@pytest.fixture(scope="module")
-def assembly(mmq: Mmq, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Optional[str]]:
-    """mmq.cpp compiled as ggml's native build on Sapphire Rapids (-O3 -march=sapphirerapids,
-    its includes and defines): patched, and unpatched when the compiler has the bug (None if not).
+# The flags the AMX code is built with: ggml's native build on Sapphire Rapids, and the
+# wheel's sapphirerapids CPU variant (GGML_CPU_ALL_VARIANTS: ggml/src/CMakeLists.txt).
+_ARCH_FLAGS = {
+    "native": ["-march=sapphirerapids"],
+    "wheel-variant": [
+        "-msse4.2", "-mf16c", "-mfma", "-mbmi2", "-mavx", "-mavx2", "-mavx512f", "-mavx512cd",
+        "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx512vbmi", "-mavx512vnni",
+        "-mavx512bf16", "-mamx-tile", "-mamx-int8",
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(c, a) for c in ("g++", "clang++") for a in _ARCH_FLAGS],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
+def assembly(
+    request: pytest.FixtureRequest, mmq: Mmq, tmp_path_factory: pytest.TempPathFactory
+) -> Dict[str, Optional[str]]:
+    """mmq.cpp compiled at -O3 with its includes and defines, by each compiler the README
+    supports (GCC, Clang) and with each set of AMX flags (the native build's, the wheel
+    variant's): patched, and unpatched when the compiler has the bug (None if not).
     """
+    compiler, arch_name = request.param
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("needs an x86-64 machine (the AMX code is x86-only)")
-    cxx = shutil.which("g++")
+    cxx = shutil.which(compiler)
     if cxx is None:
-        pytest.skip("needs g++")
-    arch = ["-march=sapphirerapids"]
+        pytest.skip(
+            f"needs {compiler} (apt-get install {'clang' if 'clang' in compiler else 'g++'})"
+        )
+    arch = _ARCH_FLAGS[arch_name]
     if subprocess.run([cxx, *arch, "-E", "-x", "c++", os.devnull], capture_output=True).returncode:
-        pytest.skip("g++ does not know -march=sapphirerapids (GCC >= 11 does)")
+        pytest.skip(f"{compiler} does not know {' '.join(arch)} (GCC >= 11, Clang >= 12 do)")
     ggml = mmq.path.parents[3]  # <src>/ggml
-    flags = arch + [
+    flags = [
+        *arch,
         "-O3",
         "-DNDEBUG",
         "-std=gnu++17",
@@ -225,6 +248,19 @@ def assembly(mmq: Mmq, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Op
         f"-I{ggml / 'src' / 'ggml-cpu'}",
         f"-I{ggml / 'include'}",
     ]
+    macros = subprocess.run(
+        [cxx, *arch, "-dM", "-E", "-x", "c++", os.devnull], capture_output=True, text=True
+    ).stdout
+    if "__AMX_INT8__" not in macros:
+        pytest.skip(
+            f"{compiler} does not define __AMX_INT8__ for these flags (Clang 14 spells it "
+            "__AMXINT8__), so ggml compiles no AMX code with it: nothing to miscompile"
+        )
+    omp = subprocess.run(
+        [cxx, "-fopenmp", "-E", "-x", "c++", "-"], input=b"#include <omp.h>\n", capture_output=True
+    )
+    if omp.returncode != 0:  # no OpenMP runtime for this compiler: ggml builds without it
+        flags = [f for f in flags if f not in ("-fopenmp", "-DGGML_USE_OPENMP")]
     out = tmp_path_factory.mktemp("amx-asm")
     sources = {"patched": "-"}
     if _compiler_has_pr114098(cxx, arch):
@@ -259,8 +295,8 @@ def test_unpatched_assembly_loses_rows_and_colsb(assembly: Dict[str, Optional[st
     """The bug the patch fixes, shown with this compiler (GCC < 14)."""
     if assembly["unpatched"] is None:
         pytest.skip(
-            "this g++ implements _tile_loadconfig with a builtin (GCC >= 14): it has no "
-            "PR 114098 to show; only the patched build is checked"
+            "this compiler implements _tile_loadconfig with a builtin (Clang, GCC >= 14): it "
+            "has no PR 114098 to show; only the patched build is checked"
         )
     sites = config_stores(assembly["unpatched"])
     assert sites
