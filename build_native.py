@@ -468,6 +468,12 @@ def make_ffibuilder(libs: Optional[List[Path]] = None):  # type: ignore[no-untyp
     libraries = ["stdc++", "m"]
     if sys.platform.startswith("linux"):
         libraries += ["gomp", "pthread", "dl"]
+        if cpu_variants():
+            # Nothing in the extension calls OpenMP when ggml-cpu is a module, so
+            # --as-needed would drop libgomp; the core's abort hook needs its
+            # omp_in_parallel (a weak reference: resolved only if linked here),
+            # and the modules then share this one libgomp.
+            link_args += ["-Wl,--no-as-needed", "-lgomp", "-Wl,--as-needed"]
         if backend() == "vulkan":
             libraries += ["vulkan"]
     elif sys.platform == "darwin":

@@ -37,7 +37,9 @@ vpy="$work/venv/bin/python"
 (
     cd "$work"
     "$vpy" -c "import edgeveda_ffi, sys; print('installed:', edgeveda_ffi.__file__, '| CPU variant:', edgeveda_ffi.cpu_variant())"
-    answer="$("$work/venv/bin/edgeveda" generate "What is the capital of France?")"
+    # Greedy: the default sampling (temperature 0.8) lets this 135M model wander
+    # off Paris about one time in thirteen (3 of 40 here).
+    answer="$("$work/venv/bin/edgeveda" generate --temperature 0 "What is the capital of France?")"
     printf 'the wheel said: %s\n' "$answer"
     case "$answer" in
         *Paris*) ;;

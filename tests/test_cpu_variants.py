@@ -17,7 +17,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -320,3 +320,23 @@ def test_what_is_always_loaded_runs_on_any_x86_64() -> None:
     assert {p.name: _vector_registers(p) for p in always} == {p.name: 0 for p in always}
     # The check finds them where they belong.
     assert _vector_registers(pkg / "cpu_variants" / "libggml-cpu-haswell.so") > 1000
+
+
+def _needed(path: Path) -> List[str]:
+    out = subprocess.run(
+        ["readelf", "-d", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+
+
+@needs_variants
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="readelf (binutils) is not installed")
+def test_the_extension_and_every_module_share_one_openmp_runtime() -> None:
+    """One libgomp in the process: the modules' OpenMP threads and the core's abort hook
+    (which asks omp_in_parallel, a weak reference resolved only when the extension links it)."""
+    pkg = Path(edgeveda_ffi.__file__).parent
+    ext = next(pkg.glob("_native*.so"))
+    gomp = [n for n in _needed(ext) if n.startswith("libgomp")]
+    assert len(gomp) == 1, _needed(ext)
+    for mod in sorted((pkg / "cpu_variants").glob("libggml-cpu-*.so")):
+        assert [n for n in _needed(mod) if n.startswith("libgomp")] == gomp, mod.name

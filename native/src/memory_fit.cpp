@@ -27,7 +27,7 @@
 #include <unistd.h>
 #endif
 
-// libgomp's, when linked (it is, in OpenMP builds): a throw must not start
+// libgomp's, when linked (it is, in OpenMP builds, the wheel's included): a throw must not start
 // inside a parallel region.
 extern "C" int omp_in_parallel(void) __attribute__((weak));
 
