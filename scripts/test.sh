@@ -2,7 +2,9 @@
 # Set up and run every test, from a fresh checkout:
 #   bash scripts/test.sh            (extra arguments go to pytest)
 # Creates .venv, installs the build tools and the package (which fetches the
-# pinned llama.cpp and compiles the core), runs the C tests (ctest) and pytest.
+# pinned llama.cpp and compiles the core), runs the C tests (ctest), pytest and
+# the linters; then builds the portable wheel and runs pytest against it
+# installed in a fresh venv (the wheel stage), then the Vulkan stage.
 # Needs Python >= 3.9 with venv, a C++17 compiler and make; on Debian/Ubuntu
 # the script installs python3-venv, python3-dev, g++ and make itself when
 # it runs as root and they are missing.
