@@ -12,7 +12,10 @@ it, and the whole request; then the ratios server / in-process of those
 medians and the median of the per-round ratios (1.0 = no overhead; the
 issue's budget is < 1.05 on a 128-token completion), and the load average:
 on a busy 2-vCPU machine the server side has more processes competing for
-the cores (the client, the event loop), which shows as overhead. Prints JSON.
+the cores (the client, the event loop), which shows as overhead. ``cpu_s`` is
+the CPU time both processes (this one, with the client or the in-process
+engine, and the server) spent during the request: what the server path costs
+in work, which the machine's noise moves much less than wall time. Prints JSON.
 """
 
 from __future__ import annotations
@@ -88,6 +91,22 @@ def _wait_ready(client: Any, proc: subprocess.Popen[bytes], timeout: float = 180
     raise TimeoutError("the server did not become ready")
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process pid so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(fn: Any, server_pid: int) -> tuple[Any, float]:
+    """fn()'s result and the CPU seconds both processes spent meanwhile."""
+    c0, s0 = time.process_time(), _proc_cpu_s(server_pid)
+    out = fn()
+    return out, (time.process_time() - c0) + (_proc_cpu_s(server_pid) - s0)
+
+
 def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
@@ -108,12 +127,21 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
             # one warm-up each (first-call costs, prompt cache)
             list(client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw))
             list(engine.create_completion(PROMPT, stream=True, **kw))
-            for _ in range(rounds):
+
+            def served_once() -> Dict[str, float]:
                 t0 = time.perf_counter()
                 stream = client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw)
-                served.append(_timed(stream, t0))
+                return _timed(stream, t0)
+
+            def local_once() -> Dict[str, float]:
                 t0 = time.perf_counter()
-                local.append(_timed(engine.create_completion(PROMPT, stream=True, **kw), t0))
+                return _timed(engine.create_completion(PROMPT, stream=True, **kw), t0)
+
+            for _ in range(rounds):
+                row, cpu = _cpu_of(served_once, proc.pid)
+                served.append({**row, "cpu_s": cpu})
+                row, cpu = _cpu_of(local_once, proc.pid)
+                local.append({**row, "cpu_s": cpu})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -123,7 +151,8 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
             proc.wait()
 
     def side(rows: List[Dict[str, float]]) -> Dict[str, float]:
-        return {k: round(_median(rows, k), 3) for k in ("ttft_ms", "tok_s", "total_ms", "n")}
+        keys = ("ttft_ms", "tok_s", "total_ms", "n", "cpu_s")
+        return {k: round(_median(rows, k), 3) for k in keys}
 
     def paired(key: str) -> float:
         # per-round ratios first: both halves of a round saw the same machine
@@ -146,6 +175,7 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
             "ttft": paired("ttft_ms"),
             "tok_s": paired("tok_s"),
             "total_time": paired("total_ms"),
+            "cpu_seconds": paired("cpu_s"),
         },
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
