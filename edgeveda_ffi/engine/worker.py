@@ -32,6 +32,8 @@ import queue
 import threading
 from typing import Any, Callable, Generic, List, Optional, TypeVar
 
+from ..errors import MemoryException
+
 T = TypeVar("T")
 
 __all__ = ["Job", "JobCancelled", "submit", "run", "run_async"]
@@ -140,10 +142,17 @@ def _start() -> None:
     with _lock:
         if _worker is None or not _worker.is_alive():
             _jobs = queue.SimpleQueue()  # a fork()ed child may inherit a half-used queue
-            _worker = threading.Thread(
+            worker = threading.Thread(
                 target=_serve, args=(_jobs,), name="edgeveda-worker", daemon=True
             )
-            _worker.start()
+            try:
+                worker.start()
+            except RuntimeError as exc:  # "can't start new thread": no memory for its stack
+                _worker = None
+                raise MemoryException(
+                    "Out of memory", f"cannot start the engine's worker thread: {exc}", exc
+                ) from exc
+            _worker = worker
 
 
 def submit(

@@ -64,11 +64,17 @@ static ev_error_t ev_embed_impl(Engine* e, const char* text, ev_embed_result* re
         return EV_ERROR_INVALID_PARAM;
     }
     llama_memory_clear(llama_get_memory(e->embed_ctx), true);
+    std::string no_room;
+    if (ev::check_worker_threads(e->n_threads, &no_room) != EV_SUCCESS) {
+        e->set_error(no_room);
+        return EV_ERROR_OUT_OF_MEMORY;
+    }
     int rc = llama_decode(e->embed_ctx, llama_batch_get_one(toks.data(), n));
     if (rc != 0) {
         e->set_error("llama_decode failed computing the embedding (code " + std::to_string(rc) + ")");
         return EV_ERROR_INFERENCE_FAILED;
     }
+    ev::worker_threads_started(e->n_threads);
     const float* v = llama_get_embeddings_seq(e->embed_ctx, 0);
     if (v == nullptr) v = llama_get_embeddings_ith(e->embed_ctx, -1);
     if (v == nullptr) {

@@ -119,6 +119,12 @@ bool looks_like_alloc_failure(const std::string& said);
 // ggml's abort hook: an allocation assertion becomes std::bad_alloc on the
 // compute thread; others print one line (no debugger) before ggml aborts.
 void install_abort_hook();
+// On the compute thread, before ggml computes with n_threads: whether the
+// OpenMP worker threads it will start (libgomp exits the process when it
+// cannot) have room for their stacks; OUT_OF_MEMORY with *why when not.
+// worker_threads_started(n) after a computation succeeded (they exist then).
+ev_error_t check_worker_threads(int n_threads, std::string* why);
+void worker_threads_started(int n_threads);
 size_t file_size(const std::string& path);  // 0 when unknown
 
 // ---- memory accounting (memory.cpp) ----

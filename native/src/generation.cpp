@@ -165,6 +165,11 @@ ev_error_t Generation::process_prompt(const std::atomic<bool>* stream_cancel) {
     stats.cached_tokens = static_cast<int>(keep);
     llama_sampler_reset(smpl);
 
+    std::string no_room;
+    if (keep < prompt.size() && ev::check_worker_threads(e->n_threads, &no_room) != EV_SUCCESS) {
+        finish(EV_FINISH_ERROR);
+        return set(EV_ERROR_OUT_OF_MEMORY, no_room);
+    }
     int n_batch = static_cast<int>(llama_n_batch(e->lctx));
     for (size_t i = keep; i < prompt.size(); i += n_batch) {
         if (cancelled(stream_cancel)) {
@@ -184,6 +189,7 @@ ev_error_t Generation::process_prompt(const std::atomic<bool>* stream_cancel) {
             return set(EV_ERROR_INFERENCE_FAILED, "llama_decode failed on the prompt (code " + std::to_string(rc) + ")");
         }
         e->cached_tokens.insert(e->cached_tokens.end(), prompt.begin() + i, prompt.begin() + i + n);
+        ev::worker_threads_started(e->n_threads);
     }
     // GPU backends (Vulkan, Metal) compute asynchronously: wait, so prompt_ms is the work's.
     llama_synchronize(e->lctx);

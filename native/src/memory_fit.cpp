@@ -23,6 +23,8 @@
 #include <string>
 
 #if !defined(_WIN32)
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #endif
@@ -141,6 +143,72 @@ bool looks_like_alloc_failure(const std::string& said) {
 size_t file_size(const std::string& path) {
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     return f ? static_cast<size_t>(f.tellg()) : 0;
+}
+
+// libgomp starts a parallel region's worker threads the first time the
+// compute thread needs them and keeps them; when it cannot create one (no
+// address space left for its stack) it prints "Thread creation failed" and
+// exits the process. The load's fit check leaves room for them, but what is
+// mapped between the load and the first decode (malloc arenas of new threads,
+// 64 MiB of address space each) is not known then. So before ggml first
+// computes with n threads, map their stacks once, then unmap them.
+namespace {
+int g_workers_started = 1;  // compute thread only: the widest region that has run
+
+size_t parse_omp_stacksize(const char* text) {
+    if (text == nullptr || *text == '\0') return 0;
+    char* end = nullptr;
+    unsigned long long v = strtoull(text, &end, 10);
+    switch (end && *end ? (*end | 0x20) : 'k') {  // OMP_STACKSIZE: K by default
+        case 'b': return static_cast<size_t>(v);
+        case 'k': return static_cast<size_t>(v) << 10;
+        case 'm': return static_cast<size_t>(v) << 20;
+        case 'g': return static_cast<size_t>(v) << 30;
+        default: return 0;
+    }
+}
+
+size_t worker_stack_bytes() {
+    size_t stack = parse_omp_stacksize(getenv("GOMP_STACKSIZE"));
+    if (stack == 0) stack = parse_omp_stacksize(getenv("OMP_STACKSIZE"));
+#if defined(__GLIBC__)
+    if (stack == 0) {
+        pthread_attr_t attr;
+        if (pthread_getattr_default_np(&attr) == 0) {
+            pthread_attr_getstacksize(&attr, &stack);
+            pthread_attr_destroy(&attr);
+        }
+    }
+#endif
+    if (stack == 0) stack = size_t(8) << 20;
+    return stack + (size_t(1) << 20);  // the guard page, TLS and the thread's first allocations
+}
+}  // namespace
+
+ev_error_t check_worker_threads(int n_threads, std::string* why) {
+#if defined(__linux__)
+    if (n_threads <= g_workers_started) return EV_SUCCESS;
+    const size_t bytes = worker_stack_bytes() * static_cast<size_t>(n_threads - 1);
+    void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        std::string from;
+        memory_headroom(&from);
+        *why = "out of memory: the " + std::to_string(n_threads - 1) + " worker thread(s) of " +
+               std::to_string(n_threads) + " compute threads need " + mib(bytes) +
+               " of stack that cannot be mapped (" + (from.empty() ? "no address space left" : from) +
+               "); use fewer threads, a smaller context or a higher limit";
+        return EV_ERROR_OUT_OF_MEMORY;
+    }
+    munmap(p, bytes);
+#else
+    (void)n_threads;
+    (void)why;
+#endif
+    return EV_SUCCESS;
+}
+
+void worker_threads_started(int n_threads) {
+    if (n_threads > g_workers_started) g_workers_started = n_threads;
 }
 
 void install_abort_hook() {
