@@ -5,7 +5,8 @@
 Each round streams one ``--n-gen``-token completion through the server (the
 official ``openai`` client, ``stream=True``, over HTTP on 127.0.0.1) and one
 through ``EdgeVeda.create_completion(stream=True)`` in this process, the two
-alternating so machine drift hits both alike. The server is a
+alternating (and which goes first alternating by round) so machine drift and
+order effects hit both alike. The server is a
 ``python -m edgeveda_ffi serve`` subprocess with the same model and threads.
 Per side: the median time to the first text (TTFT), pieces per second after
 it, and the whole request; then the ratios server / in-process of those
@@ -137,11 +138,12 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
                 t0 = time.perf_counter()
                 return _timed(engine.create_completion(PROMPT, stream=True, **kw), t0)
 
-            for _ in range(rounds):
-                row, cpu = _cpu_of(served_once, proc.pid)
-                served.append({**row, "cpu_s": cpu})
-                row, cpu = _cpu_of(local_once, proc.pid)
-                local.append({**row, "cpu_s": cpu})
+            for r in range(rounds):
+                # alternate which side goes first, so an order effect hits both alike
+                for side in ("served", "local") if r % 2 == 0 else ("local", "served"):
+                    fn, rows = (served_once, served) if side == "served" else (local_once, local)
+                    row, cpu = _cpu_of(fn, proc.pid)
+                    rows.append({**row, "cpu_s": cpu})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
