@@ -14,6 +14,7 @@ The real measurements are ``python -m benchmarks.compare`` (benchmarks/README.md
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("EDGEVEDA_TEST_INSTALLED") == "1",
+        reason="the benchmarks are tools of the source checkout: they run from it, beside its "
+        "own edgeveda_ffi, which would shadow the installed wheel (the source stage runs them)",
+    ),
+]
 
 
 def test_pytest_benchmarks_run_once() -> None:
