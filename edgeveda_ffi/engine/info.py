@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Union
 
+from ..errors import EdgeVedaException
 from . import bindings
 from .config import Backend
 
@@ -53,7 +54,7 @@ def cpu_variants() -> List[CpuVariant]:
         return []
     try:
         current = bindings.cpu_variant()
-    except Exception:  # noqa: BLE001 - a refused variant: none is in use
+    except EdgeVedaException:  # a refused $EDGEVEDA_CPU_VARIANT: none is in use
         current = ""
     return [CpuVariant(n, bindings.cpu_variant_score(n), n == current) for n in names]
 
