@@ -3,13 +3,7 @@
 #include "ev_internal.h"
 #include "guard.h"
 
-// llama_get_memory_breakdown, from llama.cpp's staging header (src/, not
-// include/), and this file is the only one that includes it. The public API
-// has no equivalent: it cannot tell the compute buffers' sizes at all, nor,
-// before anything is allocated (the no_alloc dry run of ev_init's memory
-// check), the sizes llama.cpp is about to allocate; llama_model_size counts
-// tensor bytes, not the weight buffers, and not by buffer type.
-#include "llama-ext.h"
+#include "llama_memory_rows.h"
 
 #include <cstdio>
 #include <cstring>
@@ -19,12 +13,14 @@ namespace ev {
 std::vector<std::pair<std::string, BufferBytes>> buffer_bytes_by_type(const llama_context* lctx) {
     std::vector<std::pair<std::string, BufferBytes>> rows;
     if (lctx == nullptr) return rows;
-    for (const auto& kv : llama_get_memory_breakdown(lctx)) {
-        const char* name = kv.first != nullptr ? ggml_backend_buft_name(kv.first) : nullptr;
+    std::vector<ev_llama_memory_row> raw(ev_llama_memory_rows(lctx, nullptr, 0));
+    raw.resize(ev_llama_memory_rows(lctx, raw.data(), raw.size()));
+    for (const auto& r : raw) {
+        const char* name = r.buft != nullptr ? ggml_backend_buft_name(r.buft) : nullptr;
         BufferBytes b;
-        b.model = kv.second.model;
-        b.context = kv.second.context;
-        b.compute = kv.second.compute;
+        b.model = r.model;
+        b.context = r.context;
+        b.compute = r.compute;
         rows.emplace_back(name != nullptr ? name : "unknown", b);
     }
     return rows;
