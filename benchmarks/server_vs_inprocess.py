@@ -4,12 +4,14 @@
 
 Each round streams one ``--n-gen``-token completion through the server (the
 official ``openai`` client, ``stream=True``, over HTTP on 127.0.0.1) and one
-through ``EdgeVeda.create_completion(stream=True)`` in this process, the two
-alternating (and which goes first alternating by round) so machine drift and
-order effects hit both alike. The server is a
+through ``EdgeVeda.create_completion(stream=True)`` in this process, then asks
+for the same completion whole (no ``stream``) both ways; each pair alternates
+which side goes first by round, so machine drift and order effects hit both
+alike. The server is a
 ``python -m edgeveda_ffi serve`` subprocess with the same model and threads.
 Per side: the median time to the first text (TTFT), pieces per second after
-it, and the whole request; then the ratios server / in-process of those
+it, and the whole request (``complete``: the whole request of the
+completion asked for whole); then the ratios server / in-process of those
 medians and the median of the per-round ratios (1.0 = no overhead; the
 issue's budget is < 1.05 on a 128-token completion), and the load average:
 on a busy 2-vCPU machine the server side has more processes competing for
@@ -124,6 +126,8 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
         kw: Dict[str, Any] = dict(max_tokens=n_gen, temperature=0)
         served: List[Dict[str, float]] = []
         local: List[Dict[str, float]] = []
+        whole_s: List[Dict[str, float]] = []
+        whole_l: List[Dict[str, float]] = []
         with EdgeVeda(model, num_threads=threads, context_size=ctx) as engine:
             # one warm-up each (first-call costs, prompt cache)
             list(client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw))
@@ -138,12 +142,28 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
                 t0 = time.perf_counter()
                 return _timed(engine.create_completion(PROMPT, stream=True, **kw), t0)
 
+            def served_whole() -> Dict[str, float]:
+                t0 = time.perf_counter()
+                out = client.completions.create(model=model_id, prompt=PROMPT, **kw)
+                assert out.usage is not None and out.usage.completion_tokens > 0
+                return {"total_ms": (time.perf_counter() - t0) * 1e3}
+
+            def local_whole() -> Dict[str, float]:
+                t0 = time.perf_counter()
+                out = engine.create_completion(PROMPT, **kw)
+                assert out["usage"]["completion_tokens"] > 0
+                return {"total_ms": (time.perf_counter() - t0) * 1e3}
+
+            pairs = [
+                (served_once, served, local_once, local),
+                (served_whole, whole_s, local_whole, whole_l),
+            ]
             for r in range(rounds):
-                # alternate which side goes first, so an order effect hits both alike
-                for side in ("served", "local") if r % 2 == 0 else ("local", "served"):
-                    fn, rows = (served_once, served) if side == "served" else (local_once, local)
-                    row, cpu = _cpu_of(fn, proc.pid)
-                    rows.append({**row, "cpu_s": cpu})
+                for fs, rs, fl, rl in pairs:
+                    # alternate which side goes first, so an order effect hits both alike
+                    for fn, rows in ((fs, rs), (fl, rl)) if r % 2 == 0 else ((fl, rl), (fs, rs)):
+                        row, cpu = _cpu_of(fn, proc.pid)
+                        rows.append({**row, "cpu_s": cpu})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -156,9 +176,11 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
         keys = ("ttft_ms", "tok_s", "total_ms", "n", "cpu_s")
         return {k: round(_median(rows, k), 3) for k in keys}
 
-    def paired(key: str) -> float:
+    def paired(
+        key: str, a_rows: List[Dict[str, float]] = served, b_rows: List[Dict[str, float]] = local
+    ) -> float:
         # per-round ratios first: both halves of a round saw the same machine
-        return round(statistics.median(a[key] / b[key] for a, b in zip(served, local)), 4)
+        return round(statistics.median(a[key] / b[key] for a, b in zip(a_rows, b_rows)), 4)
 
     s, i = side(served), side(local)
     return {
@@ -178,6 +200,16 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
             "tok_s": paired("tok_s"),
             "total_time": paired("total_ms"),
             "cpu_seconds": paired("cpu_s"),
+        },
+        "complete": {
+            "server_total_ms": round(_median(whole_s, "total_ms"), 3),
+            "in_process_total_ms": round(_median(whole_l, "total_ms"), 3),
+            "server_cpu_s": round(_median(whole_s, "cpu_s"), 3),
+            "in_process_cpu_s": round(_median(whole_l, "cpu_s"), 3),
+            "paired_ratio_median": {
+                "total_time": paired("total_ms", whole_s, whole_l),
+                "cpu_seconds": paired("cpu_s", whole_s, whole_l),
+            },
         },
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

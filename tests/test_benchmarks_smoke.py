@@ -242,3 +242,6 @@ def test_server_vs_inprocess_runs(smollm2_path: Path) -> None:
     for side in ("server", "in_process"):
         assert out[side]["n"] >= 2 and out[side]["ttft_ms"] > 0 and out[side]["tok_s"] > 0, out
     assert out["ratio_server_over_in_process"]["total_time"] > 0
+    whole = out["complete"]
+    assert whole["server_total_ms"] > 0 and whole["in_process_total_ms"] > 0, out
+    assert whole["paired_ratio_median"]["total_time"] > 0
