@@ -123,7 +123,8 @@ def measure_stream(adapter: Any, prompt: str, n_gen: int) -> Dict[str, Any]:
 
 def serve(adapter: Any, args: Any) -> None:
     """Paired mode (``compare.py --paired``): load once, then answer one
-    measurement per line on stdin (``generate`` or ``stream``; ``quit`` or
+    measurement per line on stdin (``generate``, ``stream``, or ``pp``: one
+    prompt processing of each ``--pp`` size, as ``pp<N>_tok_s``; ``quit`` or
     EOF ends) with one JSON line on stdout. The caller alternates tools
     sample by sample, so neighbouring samples of different tools share the
     machine's conditions."""
@@ -131,10 +132,17 @@ def serve(adapter: Any, args: Any) -> None:
     try:
         adapter.load()
         adapter.generate(args.prompt, 8)  # warm-up
+        pp_texts = {n: prompt_of_tokens(adapter.tokenize, adapter.detokenize, n) for n in args.pp}
         emit({"ready": True})
         for line in sys.stdin:
             cmd = line.strip()
-            if cmd == "generate":
+            if cmd == "pp":
+                pp_out = {}
+                for n, text in pp_texts.items():
+                    got = len(adapter.tokenize(text))
+                    pp_out[f"pp{n}_tok_s"] = got / _time(lambda t=text: adapter.process(t))
+                emit(pp_out)
+            elif cmd == "generate":
                 emit(measure_generate(adapter, args.prompt, args.n_gen))
             elif cmd == "stream":
                 emit(measure_stream(adapter, args.prompt, args.n_gen))

@@ -16,8 +16,10 @@ stdin):
 * ``benchmarks._run_ours --serve`` (our binding) and ``_run_peer.py --serve``
   (llama-cpp-python, in its venv): ``generate`` and ``stream``, timed by
   ``_harness.measure_generate`` / ``measure_stream``;
-* ``llama-bench`` cannot serve: each block runs it once (``-p 0 -n N -r 1``,
-  its own warm-up and load outside the timed tg run).
+* ``llama-bench`` cannot serve: each block runs it once (``-p 128,512 -n N
+  -r 1``: its own warm-up and load outside the timed runs), and our worker
+  answers ``pp`` (the same prompt sizes through ``EdgeVeda.generate`` with
+  ``max_tokens=0``) in the same block, so the pp ratios are paired too.
 
 Each block has the structure of one round of ``compare.py`` (tool -> metric ->
 samples), so ``compute_ratios`` applies unchanged.
@@ -90,25 +92,31 @@ class Worker:
 
 
 def _as_samples(d: Dict[str, Any]) -> Samples:
-    return {
-        k: [float(d[k])]
-        for k in ("decode_tok_s", "e2e_tok_s", "first_token_ms", "tokens")
-        if d.get(k) is not None
-    }
+    keys = ["decode_tok_s", "e2e_tok_s", "first_token_ms", "tokens"]
+    keys += [k for k in d if k.startswith("pp") and k.endswith("_tok_s")]
+    return {k: [float(d[k])] for k in keys if d.get(k) is not None}
 
 
-def llama_bench_sample(exe: Path, a: Any) -> Samples:
+def llama_bench_sample(exe: Path, a: Any, pp: Sequence[int] = ()) -> Samples:
+    """One llama-bench run (one load, its own warm-up): tg ``a.n_gen`` and,
+    when ``pp`` is given, prompt processing of each size, one repetition each."""
     cmd = [
-        str(exe), "-m", a.model, "-t", str(a.threads), "-p", "0", "-n", str(a.n_gen),
-        "-r", "1", "-o", "json",
+        str(exe), "-m", a.model, "-t", str(a.threads), "-p", ",".join(str(n) for n in pp) or "0",
+        "-n", str(a.n_gen), "-r", "1", "-o", "json",
     ]  # fmt: skip
     proc = subprocess.run(cmd, text=True, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed: {proc.stderr[-2000:]}")
+    out: Samples = {}
     for row in json.loads(proc.stdout):
-        if row.get("n_prompt", 0) == 0 and row.get("n_gen", 0) > 0:
-            return {"decode_tok_s": [float(x) for x in row["samples_ts"]]}
-    raise RuntimeError("llama-bench printed no tg row")
+        n_prompt, n_gen = row.get("n_prompt", 0), row.get("n_gen", 0)
+        if n_prompt == 0 and n_gen > 0:
+            out["decode_tok_s"] = [float(x) for x in row["samples_ts"]]
+        elif n_prompt > 0 and n_gen == 0:
+            out[f"pp{n_prompt}_tok_s"] = [float(x) for x in row["samples_ts"]]
+    if "decode_tok_s" not in out:
+        raise RuntimeError("llama-bench printed no tg row")
+    return out
 
 
 def run_blocks(
@@ -126,6 +134,7 @@ def run_blocks(
     py_args = [
         "--model", a.model, "--threads", str(a.threads), "--n-gen", str(a.n_gen),
         "--prompt-file", str(prompt_file), "--repeat-penalty", "1.0", "--serve",
+        "--pp", ",".join(str(n) for n in a.pp),
     ]  # fmt: skip
     workers: Dict[str, Worker] = {}
     steps: List[Tuple[str, Callable[[], Samples]]] = []
@@ -144,17 +153,26 @@ def run_blocks(
         if peer_python:
             workers["peer"] = Worker("peer", [peer_python, peer_script, *py_args], cwd=root)
 
-        def step(worker: str, command: str) -> Callable[[], Samples]:
-            return lambda: _as_samples(workers[worker].sample(command))
+        def step(worker: str, *commands: str) -> Callable[[], Samples]:
+            def sample() -> Samples:
+                out: Samples = {}
+                for command in commands:
+                    out.update(_as_samples(workers[worker].sample(command)))
+                return out
+
+            return sample
 
         if llama_bench:
             lb = llama_bench
-            steps.append(("llama-bench", lambda: llama_bench_sample(lb, a)))
+            steps.append(("llama-bench", lambda: llama_bench_sample(lb, a, a.pp)))
         if "llama_ref" in workers:
             steps.append(("llama_ref", step("llama_ref", "generate")))
         if "ev_bench_c" in workers:
             steps.append(("ev_bench_c", step("ev_bench_c", "generate")))
-        steps.append(("py_generate", step("ours", "generate")))
+        # prompt processing (each --pp size) then a generation, as llama-bench does
+        steps.append(
+            ("py_generate", step("ours", "pp", "generate") if a.pp else step("ours", "generate"))
+        )
         steps.append(("py_stream", step("ours", "stream")))
         if "peer" in workers:
             steps.append(("peer_generate", step("peer", "generate")))

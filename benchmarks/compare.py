@@ -20,8 +20,9 @@ rotates each round, so drift on a noisy machine hits every tool alike):
 
 ``--paired N`` adds N blocks of the paired mode (``benchmarks/_paired.py``): every
 tool loaded once in its own worker process, one generation of each tool back to
-back per block, ratios per block. That is the mode for the speed targets on a
-noisy machine; the rounds still give load, pp, trivial calls and download.
+back per block (and llama-bench's and our prompt processing), ratios per block.
+That is the mode for the speed targets on a noisy machine; the rounds still give
+load, trivial calls and download.
 
 It prints a table of absolute numbers (median and min-max over all samples),
 the ratios the project targets (computed per round, then the median and range
@@ -61,6 +62,8 @@ README = BENCH / "README.md"
 # Targets (issue 7): (key, description, goal, higher_is_better)
 TARGETS: List[Tuple[str, str, float, bool]] = [
     ("py_decode_vs_llama_bench", "Python decode tok/s / llama-bench tg", 0.97, True),
+    ("pp512_vs_llama_bench", "Python pp512 / llama-bench pp512 (issue 14)", 0.95, True),
+    ("pp128_vs_llama_bench", "Python pp128 / llama-bench pp128 (issue 14)", 0.95, True),
     ("stream_vs_generate", "stream / generate end-to-end tok/s", 0.98, True),
     ("e2e_vs_peer", "end-to-end tok/s / llama-cpp-python", 1.10, True),
     ("first_token_vs_peer", "first token ms / llama-cpp-python", 0.90, False),
@@ -690,6 +693,8 @@ PAIRED_RATIO_HEADER += ["goal", "met"]
 #: targets that the paired mode measures better than rounds do (see _paired.py)
 PAIRED_TARGETS = {
     "py_decode_vs_llama_bench",
+    "pp512_vs_llama_bench",
+    "pp128_vs_llama_bench",
     "stream_vs_generate",
     "e2e_vs_peer",
     "first_token_vs_peer",
@@ -974,6 +979,12 @@ def compute_ratios(rounds: List[Dict[str, Samples]], download: Dict[str, Any]) -
             ("py_generate", "pp512_tok_s"),
             ("llama-bench", "pp512_tok_s"),
             "Python pp512 / llama-bench pp512",
+        ),
+        (
+            "pp128_vs_llama_bench",
+            ("py_generate", "pp128_tok_s"),
+            ("llama-bench", "pp128_tok_s"),
+            "Python pp128 / llama-bench pp128",
         ),
         (
             "rp_cost_c",

@@ -82,6 +82,9 @@ def test_compare_quick(tmp_path: Path, smollm2_path: Path) -> None:
     assert block["py_generate"]["e2e_tok_s"][0] > 0
     assert block["py_stream"]["first_token_ms"][0] > 0
     assert paired["ratios"]["stream_vs_generate"]["n"] == 1
+    assert block["py_generate"]["pp32_tok_s"][0] > 0  # the --pp sizes (quick: 32), paired too
+    if "llama-bench" in block:  # built by an earlier full run of compare.py
+        assert block["llama-bench"]["pp32_tok_s"][0] > 0
     if (ROOT / "build" / "native-cpu" / "tests" / "ev_bench_c").is_file():
         assert block["ev_bench_c"]["decode_tok_s"][0] > 0
         assert paired["ratios"]["py_decode_vs_c"]["n"] == 1
