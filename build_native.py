@@ -161,6 +161,11 @@ def _safe_extract(archive: Path, lock: Dict[str, str], target: Path) -> None:
         tar.extractall(target, members=members)
 
 
+def pinned_source_dir(lock: Dict[str, str]) -> Path:
+    """Where the verified pinned llama.cpp source is unpacked in the cache."""
+    return cache_dir() / f"llama.cpp-{lock['version']}-{lock['sha256'][:12]}"
+
+
 def llama_cpp_dir() -> Path:
     """The llama.cpp source: ``$EDGEVEDA_LLAMA_CPP_DIR`` or the verified cache."""
     override = os.environ.get("EDGEVEDA_LLAMA_CPP_DIR")
@@ -170,7 +175,7 @@ def llama_cpp_dir() -> Path:
             raise BuildError(f"EDGEVEDA_LLAMA_CPP_DIR={override} has no include/llama.h")
         return path
     lock = read_lock()
-    target = cache_dir() / f"llama.cpp-{lock['version']}-{lock['sha256'][:12]}"
+    target = pinned_source_dir(lock)
     stamp = target / ".edgeveda-sha256"
     if stamp.is_file() and stamp.read_text().strip() == lock["sha256"] and \
             (target / "include" / "llama.h").is_file():

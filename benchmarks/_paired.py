@@ -170,9 +170,7 @@ def run_blocks(
         if "ev_bench_c" in workers:
             steps.append(("ev_bench_c", step("ev_bench_c", "generate")))
         # prompt processing (each --pp size) then a generation, as llama-bench does
-        steps.append(
-            ("py_generate", step("ours", "pp", "generate") if a.pp else step("ours", "generate"))
-        )
+        steps.append(("py_generate", step("ours", *(["pp"] if a.pp else []), "generate")))
         steps.append(("py_stream", step("ours", "stream")))
         if "peer" in workers:
             steps.append(("peer_generate", step("peer", "generate")))

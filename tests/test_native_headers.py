@@ -34,8 +34,7 @@ def _llama_cpp_dir() -> Path:
         import build_native
     finally:
         sys.path.remove(str(ROOT))
-    lock = build_native.read_lock()
-    path = build_native.cache_dir() / f"llama.cpp-{lock['version']}-{lock['sha256'][:12]}"
+    path = build_native.pinned_source_dir(build_native.read_lock())
     if not (path / "include" / "llama.h").is_file():
         pytest.skip(f"the pinned llama.cpp source is not unpacked at {path} (no build ran here)")
     return path

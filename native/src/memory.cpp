@@ -5,6 +5,7 @@
 
 #include "llama_memory_rows.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -13,8 +14,15 @@ namespace ev {
 std::vector<std::pair<std::string, BufferBytes>> buffer_bytes_by_type(const llama_context* lctx) {
     std::vector<std::pair<std::string, BufferBytes>> rows;
     if (lctx == nullptr) return rows;
-    std::vector<ev_llama_memory_row> raw(ev_llama_memory_rows(lctx, nullptr, 0));
-    raw.resize(ev_llama_memory_rows(lctx, raw.data(), raw.size()));
+    // A context uses a handful of buffer types: one call fills them; a second
+    // only if there were more (each call builds llama.cpp's map anew).
+    std::vector<ev_llama_memory_row> raw(8);
+    size_t n = ev_llama_memory_rows(lctx, raw.data(), raw.size());
+    if (n > raw.size()) {
+        raw.resize(n);
+        n = ev_llama_memory_rows(lctx, raw.data(), raw.size());
+    }
+    raw.resize(std::min(n, raw.size()));
     for (const auto& r : raw) {
         const char* name = r.buft != nullptr ? ggml_backend_buft_name(r.buft) : nullptr;
         BufferBytes b;
