@@ -1,6 +1,7 @@
 """``edgeveda serve`` against the in-process API, in the same run.
 
     python -m benchmarks.server_vs_inprocess [--model M] [--threads 1] [--rounds 5] [--n-gen 128]
+                                             [--client openai|sse]
 
 Each round streams one ``--n-gen``-token completion through the server (the
 official ``openai`` client, ``stream=True``, over HTTP on 127.0.0.1) and one
@@ -19,11 +20,17 @@ the cores (the client, the event loop), which shows as overhead. ``cpu_s`` is
 the CPU time both processes (this one, with the client or the in-process
 engine, and the server) spent during the request: what the server path costs
 in work, which the machine's noise moves much less than wall time. Prints JSON.
+
+``--client sse`` streams through the server with the HTTP client the
+``openai`` package itself uses (httpx), reading the ``data:`` lines without
+building the openai package's per-chunk objects: the server's own share of
+the streamed overhead, apart from the client's parsing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -33,7 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
@@ -94,6 +101,26 @@ def _wait_ready(client: Any, proc: subprocess.Popen[bytes], timeout: float = 180
     raise TimeoutError("the server did not become ready")
 
 
+def _http_module() -> Any:
+    """The HTTP client package the installed openai package is built on."""
+    for name in ("httpx2", "httpx"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise RuntimeError("neither httpx2 nor httpx is installed (the openai package needs one)")
+
+
+def _sse_texts(http: Any, url: str, body: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """The completion chunks of an SSE stream, each ``data:`` line parsed
+    with json (what any SSE client must do at least)."""
+    with http.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                yield json.loads(line[6:])
+
+
 def _proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, all threads) of process pid so far (Linux /proc)."""
     try:
@@ -114,7 +141,9 @@ def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
 
-def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> Dict[str, Any]:
+def run(
+    model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048, client_kind: str = "openai"
+) -> Dict[str, Any]:
     from openai import OpenAI
 
     from edgeveda_ffi import EdgeVeda
@@ -133,8 +162,13 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
             list(client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw))
             list(engine.create_completion(PROMPT, stream=True, **kw))
 
+            http = _http_module().Client(timeout=120) if client_kind == "sse" else None
+
             def served_once() -> Dict[str, float]:
                 t0 = time.perf_counter()
+                if http is not None:
+                    body = dict(model=model_id, prompt=PROMPT, stream=True, **kw)
+                    return _timed(_sse_texts(http, f"{base_url}/completions", body), t0)
                 stream = client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw)
                 return _timed(stream, t0)
 
@@ -186,6 +220,7 @@ def run(model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048) -> D
     return {
         "model": os.path.basename(model),
         "threads": threads,
+        "client": client_kind,
         "rounds": rounds,
         "n_gen": n_gen,
         "server": s,
@@ -221,8 +256,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n-gen", type=int, default=128)
+    ap.add_argument(
+        "--client",
+        choices=("openai", "sse"),
+        default="openai",
+        help="stream through the openai client (default) or read the SSE lines with its httpx",
+    )
     args = ap.parse_args(argv)
-    result = run(args.model or _default_model(), args.threads, args.rounds, args.n_gen)
+    model = args.model or _default_model()
+    result = run(model, args.threads, args.rounds, args.n_gen, client_kind=args.client)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -217,9 +217,11 @@ def test_thread_paths_runs(smollm2_path: Path, tmp_path: Path) -> None:
     assert len(tables) == 1 and len(tables[0][2]) == 7  # six paths + the idle row
 
 
-def test_server_vs_inprocess_runs(smollm2_path: Path) -> None:
+@pytest.mark.parametrize("client", ["openai", "sse"])
+def test_server_vs_inprocess_runs(smollm2_path: Path, client: str) -> None:
     """benchmarks/server_vs_inprocess.py: one small round through a real
-    ``edgeveda serve`` and in process, ratios printed as JSON."""
+    ``edgeveda serve`` (the openai client, or the SSE lines read with its
+    httpx) and in process, ratios printed as JSON."""
     pytest.importorskip("openai")
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
@@ -234,6 +236,8 @@ def test_server_vs_inprocess_runs(smollm2_path: Path) -> None:
             "1",
             "--n-gen",
             "12",
+            "--client",
+            client,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -242,6 +246,7 @@ def test_server_vs_inprocess_runs(smollm2_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
+    assert out["client"] == client
     for side in ("server", "in_process"):
         assert out[side]["n"] >= 2 and out[side]["ttft_ms"] > 0 and out[side]["tok_s"] > 0, out
     assert out["ratio_server_over_in_process"]["total_time"] > 0
