@@ -298,7 +298,7 @@ UNSUPPORTED = [
     ("not", {"not": {"type": "string"}}),
     ("if", {"if": {"type": "string"}, "then": {"maxLength": 2}}),
     ("patternProperties", {"type": "object", "patternProperties": {"^a": {}}}),
-    ("minimum", {"type": "integer", "minimum": 0}),
+    ("minimum", {"type": "number", "minimum": 0}),
     ("maximum", {"type": "number", "maximum": 9}),
     ("exclusiveMinimum", {"type": "number", "exclusiveMinimum": 0}),
     ("multipleOf", {"type": "integer", "multipleOf": 2}),

@@ -8,7 +8,9 @@ maps the OpenAI ``response_format`` shapes onto it.
 Supported: ``type`` (one or a list), ``const``, ``enum`` (any JSON values),
 ``properties`` + ``required`` (properties come out in declaration order; the
 optional ones may be left out), ``additionalProperties: false``, ``items``,
-``minItems``/``maxItems``, ``minLength``/``maxLength``, ``anyOf``, ``$ref`` to
+``minItems``/``maxItems``, ``minLength``/``maxLength``, ``minimum``/``maximum``
+and ``exclusiveMinimum``/``exclusiveMaximum`` on integers (draft 4's flags
+too; :mod:`.json_schema_ranges`), ``anyOf``, ``$ref`` to
 ``#/$defs/...``, ``#/definitions/...`` or any other local pointer (recursion
 allowed), and the annotations ``title``, ``description``, ``default``,
 ``examples``, ``$schema``, ``$id``, ``$comment``, ``deprecated``,
@@ -27,9 +29,10 @@ Choices made for generation (the output still validates):
   none is allowed before or after the value, so generation ends at its end.
 
 Any other keyword (``pattern``, ``format``, ``oneOf``, ``allOf``, ``not``,
-``minimum``, ``uniqueItems``, ...) raises :class:`ConfigurationException`
-naming the keyword and where it is, never ignored: a constraint we cannot
-enforce must not look enforced. Pure Python: no native library is loaded.
+``multipleOf``, ``uniqueItems``, ``minimum`` on a non-integer number, ...)
+raises :class:`ConfigurationException` naming the keyword and where it is,
+never ignored: a constraint we cannot enforce must not look enforced. Pure
+Python: no native library is loaded.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigurationException
+from .json_schema_ranges import BOUND_KEYWORDS, integer_bounds, integer_range_gbnf
 
 __all__ = [
     "JSON_OBJECT_GBNF",
@@ -97,6 +101,7 @@ _ANNOTATIONS = frozenset(
 _SUPPORTED = frozenset(
     {"type", "const", "enum", "properties", "required", "additionalProperties", "items"}
     | {"minItems", "maxItems", "minLength", "maxLength", "anyOf", "$ref"}
+    | set(BOUND_KEYWORDS)
 )
 _TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
 # llama.cpp refuses repetitions above 2000 rule copies (and silently unbounds
@@ -255,6 +260,8 @@ class SchemaCompiler:
             return self._array(schema, hint, doc, path)
         if types == "string":
             return self._string(schema, hint, path)
+        if types in ("integer", "number"):
+            return self._number(schema, str(types), hint, path)
         return self.primitive(str(types))
 
     @staticmethod
@@ -265,6 +272,8 @@ class SchemaCompiler:
             return "array"
         if "minLength" in schema or "maxLength" in schema:
             return "string"
+        if any(key in schema for key in BOUND_KEYWORDS):
+            return "number"
         return None
 
     def _check_type(self, name: Any, path: str) -> bool:
@@ -306,6 +315,23 @@ class SchemaCompiler:
         char = self.primitive("char")
         count = f"{{{lo},{'' if hi is None else hi}}}"
         return self.add_rule(hint, f'"\\"" {char}{count} "\\""')
+
+    def _number(self, schema: Mapping[str, Any], kind: str, hint: str, path: str) -> str:
+        bounds = [key for key in BOUND_KEYWORDS if key in schema]
+        if not bounds:
+            return self.primitive(kind)
+        if kind == "number":
+            raise self._fail(
+                "Unsupported JSON schema keyword",
+                path,
+                f"unsupported keyword {bounds[0]!r} on a number that may have a fraction"
+                " (bounds are supported with 'type': 'integer')",
+            )
+        try:
+            lo, hi = integer_bounds(schema)
+            return self.add_rule(hint, integer_range_gbnf(lo, hi))
+        except ValueError as exc:
+            raise self._fail("Invalid JSON schema", path, str(exc)) from None
 
     def _array(self, schema: Mapping[str, Any], hint: str, doc: Any, path: str) -> str:
         items = schema.get("items", True)
