@@ -83,6 +83,51 @@ def test_completion_stream_and_early_close_frees_the_stream(smollm2_engine: Edge
     assert again["usage"]["completion_tokens"] == 3  # type: ignore[index]
 
 
+def test_stream_include_usage_ends_with_the_counts(smollm2_engine: EdgeVeda) -> None:
+    # OpenAI's stream_options.include_usage: usage None in every chunk, then a
+    # last chunk with no choices and the same counts as the whole answer
+    opts = {"include_usage": True}
+    for create, args, obj in (
+        (smollm2_engine.create_chat_completion, QUESTION, "chat.completion.chunk"),
+        (smollm2_engine.create_completion, "The capital of France is", "text_completion"),
+    ):
+        whole: Any = create(args, max_tokens=12, temperature=0)  # type: ignore[operator]
+        chunks: List[Any] = list(
+            create(args, max_tokens=12, temperature=0, stream=True, stream_options=opts)  # type: ignore[operator]
+        )
+        *body, last = chunks
+        assert all(c["usage"] is None and len(c["choices"]) == 1 for c in body)
+        assert body[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+        assert last["object"] == obj and last["id"] == body[0]["id"]
+        assert last["choices"] == [] and last["usage"] == whole["usage"]
+        assert last["usage"]["completion_tokens"] > 0
+        # without the option the chunks have no usage key at all
+        plain: List[Any] = list(create(args, max_tokens=3, temperature=0, stream=True))  # type: ignore[operator]
+        assert all("usage" not in c for c in plain)
+
+
+@pytest.mark.parametrize(
+    "options,stream,details",
+    [
+        ({"include_usage": True}, False, "only allowed with stream=True"),
+        ("yes", True, "must be an object"),
+        ({"include_usage": 1}, True, "must be a boolean"),
+        ({"include_costs": True}, True, "unknown option 'include_costs'"),
+    ],
+)
+def test_bad_stream_options(
+    smollm2_engine: EdgeVeda, options: Any, stream: bool, details: str
+) -> None:
+    with pytest.raises(ConfigurationException) as info:
+        smollm2_engine.create_chat_completion(
+            QUESTION, max_tokens=2, stream=stream, stream_options=options
+        )
+    assert info.value.field == "stream_options"
+    assert details in (info.value.details or ""), info.value.details
+    # nothing was started: the engine serves the next call
+    assert smollm2_engine.create_completion("Hi", max_tokens=1)["usage"]["completion_tokens"] == 1  # type: ignore[index]
+
+
 def test_seed_makes_sampling_reproducible(smollm2_engine: EdgeVeda) -> None:
     def run() -> str:
         out = smollm2_engine.create_chat_completion(

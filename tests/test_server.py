@@ -88,6 +88,24 @@ def test_completions_and_stream(server: Served, client) -> None:
     assert streamed == out.choices[0].text
 
 
+def test_stream_include_usage(server: Served, client) -> None:
+    # what LangChain's ChatOpenAI asks for when it streams: the counts in a last chunk
+    kw = dict(model=server.model_id, messages=CAPITAL, max_tokens=16, temperature=0)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(
+        client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    )
+    *body, last = chunks
+    assert all(c.usage is None and len(c.choices) == 1 for c in body)
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == whole.usage.completion_tokens
+    assert last.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(stream_options={"include_usage": True}, **kw)
+    assert info.value.status_code == 400 and info.value.body["param"] == "stream_options"
+
+
 def test_embeddings(server: Served, client) -> None:
     one = client.embeddings.create(model=server.model_id, input="hello world")
     assert len(one.data) == 1 and len(one.data[0].embedding) > 100

@@ -106,15 +106,20 @@ class OpenAICompatible:
         response_format: Optional[Mapping[str, Any]] = None,
         grammar: Optional[str] = None,
         n: int = 1,
+        stream_options: Optional[Mapping[str, Any]] = None,
         **sampling: Any,
     ) -> Union[Completion, Iterator[CompletionChunk]]:
         """``/v1/completions``: complete ``prompt`` (raw text, no template).
 
         ``max_tokens`` defaults to 16 as OpenAI's; None means the engine's
         default. ``logprobs=k`` (0..20) adds the legacy completions
-        ``logprobs`` object. Other keywords: temperature, top_p, top_k, min_p,
+        ``logprobs`` object. ``stream_options={"include_usage": True}`` (with
+        ``stream=True``) ends the stream with a chunk whose ``choices`` is
+        empty and whose ``usage`` is set (``None`` in the chunks before it).
+        Other keywords: temperature, top_p, top_k, min_p,
         frequency/presence/repeat_penalty, seed.
         """
+        usage = _include_usage(stream_options, stream)
         params = self._openai_params(
             sampling,
             max_tokens=max_tokens,
@@ -129,7 +134,7 @@ class OpenAICompatible:
         if stream:
             # the native stream starts here, so a closed engine or a bad
             # parameter raises now, not at the first next()
-            return _completion_chunks(self.stream(prompt, params), head)
+            return _completion_chunks(self.stream(prompt, params), head, usage)
         result = self.generate(prompt, params)
         choice: Dict[str, Any] = {
             "text": result.text,
@@ -161,6 +166,7 @@ class OpenAICompatible:
         top_logprobs: Optional[int] = None,
         n: int = 1,
         max_completion_tokens: Optional[int] = None,
+        stream_options: Optional[Mapping[str, Any]] = None,
         **sampling: Any,
     ) -> Union[ChatCompletion, Iterator[ChatCompletionChunk]]:
         """``/v1/chat/completions``: answer ``messages`` with the model's chat template.
@@ -170,7 +176,9 @@ class OpenAICompatible:
         ``finish_reason: "tool_calls"``); ``"auto"`` lets the model answer or
         call. ``response_format`` takes ``{"type": "json_object"}`` or a
         ``json_schema``. ``max_tokens`` None means the engine's default.
+        ``stream_options={"include_usage": True}`` as in :meth:`create_completion`.
         """
+        usage = _include_usage(stream_options, stream)
         if max_completion_tokens is not None:
             max_tokens = max_completion_tokens
         tool_grammar, tool_prompt = _tool_setup(tools, tool_choice)
@@ -195,7 +203,8 @@ class OpenAICompatible:
         wants_tools = tool_prompt is not None
         if stream:
             tools_offered = tools if wants_tools else None
-            return _chat_chunks(self.stream(prompt, params), head, bool(logprobs), tools_offered)
+            pieces = self.stream(prompt, params)
+            return _chat_chunks(pieces, head, bool(logprobs), tools_offered, usage)
         result = self.generate(prompt, params)
         message: Dict[str, Any] = {"role": "assistant", "content": result.text}
         reason = finish_reason_name(result.finish_reason)
@@ -268,9 +277,48 @@ class OpenAICompatible:
         return GenerationParams.from_kwargs(self.defaults, **kw)
 
 
-def _completion_chunks(pieces: Any, head: Dict[str, Any]) -> Iterator[CompletionChunk]:
+def _include_usage(stream_options: Optional[Mapping[str, Any]], stream: bool) -> bool:
+    """``stream_options["include_usage"]``, checked as OpenAI does."""
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, Mapping):
+        raise ConfigurationException(
+            "Invalid parameter", "stream_options must be an object", field="stream_options"
+        )
+    if not stream:
+        raise ConfigurationException(
+            "Invalid parameter",
+            "stream_options is only allowed with stream=True",
+            field="stream_options",
+        )
+    for key, value in stream_options.items():
+        if key not in (
+            "include_usage",
+            "include_obfuscation",
+        ):  # the latter: padding, no effect here
+            raise _unsupported("stream_options", f"unknown option {key!r}")
+        if not isinstance(value, bool):
+            raise ConfigurationException(
+                "Invalid parameter",
+                f"stream_options.{key} must be a boolean",
+                field="stream_options",
+            )
+    return bool(stream_options.get("include_usage", False))
+
+
+def _stream_usage(head: Dict[str, Any], obj: str, stats: Any) -> Dict[str, Any]:
+    """The last chunk of a stream asked for usage: no choices, the counts."""
+    usage = _usage(stats.prompt_tokens, stats.completion_tokens)
+    return {**head, "object": obj, "choices": [], "usage": usage}
+
+
+def _completion_chunks(
+    pieces: Any, head: Dict[str, Any], usage: bool = False
+) -> Iterator[CompletionChunk]:
     """The chunks of a streamed completion over ``pieces`` (a TokenStream,
-    closed when the iterator ends or is closed)."""
+    closed when the iterator ends or is closed); with ``usage``, every chunk
+    has ``usage: None`` and a last one the counts."""
+    head = {**head, "usage": None} if usage else head
 
     def chunk(text: str, reason: Optional[str]) -> CompletionChunk:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
@@ -279,8 +327,10 @@ def _completion_chunks(pieces: Any, head: Dict[str, Any]) -> Iterator[Completion
     with pieces:
         for piece in pieces:
             yield chunk(str(piece), None)
-        reason = finish_reason_name(pieces.stats.finish_reason)
-    yield chunk("", reason)
+        stats = pieces.stats
+    yield chunk("", finish_reason_name(stats.finish_reason))
+    if usage:
+        yield cast(CompletionChunk, _stream_usage(head, "text_completion", stats))
 
 
 def _chat_chunks(
@@ -288,12 +338,14 @@ def _chat_chunks(
     head: Dict[str, Any],
     logprobs: bool,
     tools: Optional[Sequence[Mapping[str, Any]]] = None,
+    usage: bool = False,
 ) -> Iterator[ChatCompletionChunk]:
     """The chunks of a streamed chat completion over ``pieces``.
 
     With tools offered the answer may be a call, which is known only at the
     end: the text is then sent as one chunk, or as a ``tool_calls`` delta
-    with ``finish_reason: "tool_calls"``."""
+    with ``finish_reason: "tool_calls"``. ``usage`` as in _completion_chunks."""
+    head = {**head, "usage": None} if usage else head
 
     def chunk(delta: Dict[str, Any], reason: Optional[str], lp: Any = None) -> ChatCompletionChunk:
         choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}
@@ -314,7 +366,8 @@ def _chat_chunks(
             else:
                 held.append(str(piece))
                 held_lp.extend(lp["content"] if lp else ())
-        reason = finish_reason_name(pieces.stats.finish_reason)
+        stats = pieces.stats
+    reason = finish_reason_name(stats.finish_reason)
     if tools is not None:
         text = "".join(held)
         lp_all = {"content": held_lp} if logprobs else None
@@ -326,6 +379,8 @@ def _chat_chunks(
         else:
             yield chunk({"content": text}, None, lp_all)
     yield chunk({}, reason)
+    if usage:
+        yield cast(ChatCompletionChunk, _stream_usage(head, "chat.completion.chunk", stats))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:

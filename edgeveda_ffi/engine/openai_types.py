@@ -83,7 +83,9 @@ class CompletionChunk(TypedDict):
     object: str  # "text_completion"
     created: int
     model: str
-    choices: List[CompletionChoice]
+    choices: List[CompletionChoice]  # empty in the usage chunk
+    # with stream_options={"include_usage": True}: None, and set in a last chunk
+    usage: NotRequired[Optional[Usage]]
 
 
 class ToolCallFunction(TypedDict):
@@ -137,4 +139,6 @@ class ChatCompletionChunk(TypedDict):
     object: str  # "chat.completion.chunk"
     created: int
     model: str
-    choices: List[ChatCompletionChunkChoice]
+    choices: List[ChatCompletionChunkChoice]  # empty in the usage chunk
+    # with stream_options={"include_usage": True}: None, and set in a last chunk
+    usage: NotRequired[Optional[Usage]]

@@ -2,9 +2,9 @@
 
 The OpenAI request fields pass through to ``create_chat_completion`` /
 ``create_completion``, which validate them (a bad value raises
-ConfigurationException naming the field: a 400 with ``param``). Fields that
-only steer the transport or the account (``stream_options``, ``user``) are
-dropped here; ``model`` is checked against the one model served.
+ConfigurationException naming the field: a 400 with ``param``), including
+``stream_options`` (``include_usage``: a last chunk with the token counts).
+``user`` is dropped here; ``model`` is checked against the one model served.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .api_errors import ApiError, bad_param
 __all__ = ["chat_kwargs", "completion_kwargs", "check_model", "embedding_inputs", "embeddings_body"]
 
 #: Fields without meaning for one local model; dropped before the engine sees them.
-_TRANSPORT_ONLY = ("stream_options", "user", "model")
+_TRANSPORT_ONLY = ("user", "model")
 
 
 def check_model(body: Mapping[str, Any], model_id: str) -> str:
