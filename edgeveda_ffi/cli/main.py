@@ -6,6 +6,7 @@
     edgeveda info [--model ID_OR_PATH]
     edgeveda bench [--model ID_OR_PATH]
     edgeveda serve [--host 127.0.0.1] [--port 8080] [--model ID_OR_PATH] [--api-key KEY]
+                   [--cors-origin ORIGIN ...]
 
 Exit codes: 0 success, 1 a runtime error (model, download, inference, file),
 2 a bad command line, 130 Ctrl-C. Errors are one line on stderr;

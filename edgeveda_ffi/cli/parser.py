@@ -375,6 +375,14 @@ def build_parser() -> _Parser:
         default=os.environ.get("EDGEVEDA_API_KEY"),
         help="require `Authorization: Bearer KEY` (default: $EDGEVEDA_API_KEY, else none)",
     )
+    serve.add_argument(
+        "--cors-origin",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call the API "
+        "from a browser; repeatable (default: none)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     # models

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from typing import Optional
+from urllib.parse import urlsplit
 
 from .common import MODEL_ENV, CliError, UsageError, resolve_model
 from .engine_commands import _config_kwargs, manager_of
@@ -27,6 +28,28 @@ def _model_id(raw: Optional[str], path: str) -> str:
     return os.path.basename(path)
 
 
+def _check_origin(origin: str) -> str:
+    """A web origin as browsers send it (scheme://host[:port], no path), or "*"."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise UsageError(
+            f"--cors-origin {origin}: not a web origin (like http://localhost:3000, or *)"
+        )
+    return origin.rstrip("/")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from ..server import build_host, run_server
@@ -37,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port (0-65535)")
+    origins = [_check_origin(o) for o in args.cors_origin]
     cfg = _config_kwargs(args)
     raw = args.model or os.environ.get(MODEL_ENV) or None
     path = str(resolve_model(manager_of(args), args.model))
@@ -47,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else "reachable from the network"
     )
     auth = "API key required" if args.api_key else "no API key"
+    if origins:
+        auth += "; browsers may call it from " + (
+            "any web page" if "*" in origins else ", ".join(origins)
+        )
 
     def started() -> None:
         print(
@@ -62,6 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bind=args.host,
         port=args.port,
         api_key=args.api_key,
+        cors_origins=origins,
         log_level=level,
         on_started=started,
     )

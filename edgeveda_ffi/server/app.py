@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import hmac
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -135,9 +137,16 @@ async def _stream_response(host: ModelHost, start: Callable[[Any], Any], prefetc
     return EventStream(events(), stop)
 
 
-def create_app(host: ModelHost, api_key: Optional[str] = None) -> Starlette:
+def create_app(
+    host: ModelHost, api_key: Optional[str] = None, cors_origins: Sequence[str] = ()
+) -> Starlette:
     """The ASGI app serving ``host``'s model; ``api_key`` requires
-    ``Authorization: Bearer <api_key>`` on every ``/v1`` request."""
+    ``Authorization: Bearer <api_key>`` on every ``/v1`` request.
+
+    ``cors_origins``: the web origins (``"http://localhost:3000"``, or ``"*"``
+    for any) whose pages may call the API from a browser (CORS). None by
+    default: a page on another origin cannot read the responses, so a web
+    site the user visits cannot use the local model."""
 
     def checked(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -219,8 +228,19 @@ def create_app(host: ModelHost, api_key: Optional[str] = None) -> Starlette:
         code = "unknown_url" if status == 404 else None
         return _error_response(ApiError(status, f"{detail}: {request.url.path}", code=code))
 
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={404: http_error, 405: http_error},
     )

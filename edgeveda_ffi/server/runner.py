@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import uvicorn
 
@@ -53,11 +53,12 @@ def run_server(
     bind: str = "127.0.0.1",
     port: int = 8080,
     api_key: Optional[str] = None,
+    cors_origins: Sequence[str] = (),
     log_level: str = "warning",
     on_started: Optional[Callable[[], None]] = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code (1 if the model failed to load)."""
-    app = create_app(host, api_key=api_key)
+    app = create_app(host, api_key=api_key, cors_origins=cors_origins)
     config = uvicorn.Config(
         app,
         host=bind,
