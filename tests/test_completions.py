@@ -128,6 +128,32 @@ def test_bad_stream_options(
     assert smollm2_engine.create_completion("Hi", max_tokens=1)["usage"]["completion_tokens"] == 1  # type: ignore[index]
 
 
+def test_prompt_longer_than_the_context_names_the_field(smollm2_engine: EdgeVeda) -> None:
+    # OpenAI's context_length_exceeded: the field is prompt / messages, the
+    # core's explanation (token counts) stays in details
+    from edgeveda_ffi.engine.completions import CONTEXT_LENGTH_EXCEEDED
+
+    long_text = "word " * 600  # the session engine's context holds 512
+    calls = [
+        ("prompt", lambda s: smollm2_engine.create_completion(long_text, stream=s)),
+        (
+            "messages",
+            lambda s: smollm2_engine.create_chat_completion(
+                [{"role": "user", "content": long_text}], stream=s
+            ),
+        ),
+    ]
+    for field, call in calls:
+        for stream in (False, True):
+            with pytest.raises(ConfigurationException) as info:
+                call(stream)
+            assert info.value.message == CONTEXT_LENGTH_EXCEEDED
+            assert info.value.field == field
+            assert "but the context holds 512" in (info.value.details or "")
+    # nothing is left open: the next call runs
+    assert smollm2_engine.create_completion("Hi", max_tokens=1)["usage"]["completion_tokens"] == 1  # type: ignore[index]
+
+
 def test_seed_makes_sampling_reproducible(smollm2_engine: EdgeVeda) -> None:
     def run() -> str:
         out = smollm2_engine.create_chat_completion(

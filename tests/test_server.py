@@ -106,6 +106,25 @@ def test_stream_include_usage(server: Served, client) -> None:
     assert info.value.status_code == 400 and info.value.body["param"] == "stream_options"
 
 
+def test_prompt_longer_than_the_context_is_context_length_exceeded(
+    server: Served, client
+) -> None:
+    long_text = "word " * 2500  # the server's context holds 2048 tokens
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model=server.model_id,
+                messages=[{"role": "user", "content": long_text}],
+                stream=stream,
+            )
+        assert info.value.code == "context_length_exceeded"
+        assert info.value.body["param"] == "messages"
+        assert "context holds 2048" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=server.model_id, prompt=long_text)
+    assert info.value.code == "context_length_exceeded" and info.value.body["param"] == "prompt"
+
+
 def test_embeddings(server: Served, client) -> None:
     one = client.embeddings.create(model=server.model_id, input="hello world")
     assert len(one.data) == 1 and len(one.data[0].embedding) > 100

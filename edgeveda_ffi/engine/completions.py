@@ -14,6 +14,7 @@ ConfigurationException naming them rather than being ignored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -45,7 +46,14 @@ if TYPE_CHECKING:
     from .config import GenerationParams
     from .results import GenerateResult
 
-__all__ = ["OpenAICompatible", "finish_reason_name"]
+__all__ = ["OpenAICompatible", "finish_reason_name", "CONTEXT_LENGTH_EXCEEDED"]
+
+#: ``ConfigurationException.message`` of a prompt the context cannot hold
+#: (``field`` is ``"prompt"`` or ``"messages"``); the server answers it with
+#: OpenAI's code ``context_length_exceeded``.
+CONTEXT_LENGTH_EXCEEDED = "Context length exceeded"
+# how the core words that case (native/src/generation.cpp)
+_CORE_CONTEXT_FULL = "tokens but the context holds"
 
 #: OpenAI request fields that map onto GenerationParams one to one.
 _SAME_NAME = (
@@ -131,11 +139,12 @@ class OpenAICompatible:
             top_logprobs=logprobs,
         )
         head = self._head("cmpl", sampling.get("model"))
-        if stream:
-            # the native stream starts here, so a closed engine or a bad
-            # parameter raises now, not at the first next()
-            return _completion_chunks(self.stream(prompt, params), head, usage)
-        result = self.generate(prompt, params)
+        with _prompt_named("prompt"):
+            if stream:
+                # the native stream starts here, so a closed engine or a bad
+                # parameter raises now, not at the first next()
+                return _completion_chunks(self.stream(prompt, params), head, usage)
+            result = self.generate(prompt, params)
         choice: Dict[str, Any] = {
             "text": result.text,
             "index": 0,
@@ -201,11 +210,12 @@ class OpenAICompatible:
         prompt = self.apply_chat_template(render_messages(messages, tool_prompt))
         head = self._head("chatcmpl", sampling.get("model"))
         wants_tools = tool_prompt is not None
-        if stream:
-            tools_offered = tools if wants_tools else None
-            pieces = self.stream(prompt, params)
-            return _chat_chunks(pieces, head, bool(logprobs), tools_offered, usage)
-        result = self.generate(prompt, params)
+        with _prompt_named("messages"):
+            if stream:
+                tools_offered = tools if wants_tools else None
+                pieces = self.stream(prompt, params)
+                return _chat_chunks(pieces, head, bool(logprobs), tools_offered, usage)
+            result = self.generate(prompt, params)
         message: Dict[str, Any] = {"role": "assistant", "content": result.text}
         reason = finish_reason_name(result.finish_reason)
         calls = tool_calls_from_text(result.text, tools) if wants_tools else None
@@ -275,6 +285,20 @@ class OpenAICompatible:
         if logprobs:
             kw.update(_logprob_params(top_logprobs))
         return GenerationParams.from_kwargs(self.defaults, **kw)
+
+
+@contextlib.contextmanager
+def _prompt_named(field: str) -> Iterator[None]:
+    """A prompt longer than the context, raised by the core without a field,
+    as OpenAI reports it: :data:`CONTEXT_LENGTH_EXCEEDED` on ``field``."""
+    try:
+        yield
+    except ConfigurationException as exc:
+        if exc.field is not None or _CORE_CONTEXT_FULL not in (exc.details or ""):
+            raise
+        raise ConfigurationException(
+            CONTEXT_LENGTH_EXCEEDED, exc.details, exc, field=field
+        ) from exc
 
 
 def _include_usage(stream_options: Optional[Mapping[str, Any]], stream: bool) -> bool:

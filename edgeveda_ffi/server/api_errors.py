@@ -17,6 +17,7 @@ from .. import (
     EngineClosedException,
     MemoryException,
 )
+from ..engine.completions import CONTEXT_LENGTH_EXCEEDED
 
 __all__ = ["ApiError", "from_exception", "bad_param", "unavailable"]
 
@@ -67,6 +68,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, ConfigurationException):
         field = getattr(exc, "field", None)
+        if exc.message == CONTEXT_LENGTH_EXCEEDED:
+            return bad_param(field, _engine_message(exc), code="context_length_exceeded")
         return bad_param(field, _engine_message(exc))
     if isinstance(exc, EngineClosedException):
         return unavailable("the model is not loaded (the server is stopping)")
