@@ -1,20 +1,15 @@
-"""The server with the engine features of other work items, through the
+"""The server's structured output, tool calls and logprobs, through the
 official ``openai`` client: JSON-schema output (validated with
-``jsonschema``), a forced tool call, and logprobs.
-
-Each test skips, saying why, until its feature is in the engine
-(``edgeveda_ffi.engine.json_schema``, ``edgeveda_ffi.engine.tools``,
-``GenerationParams.logprobs``); nothing here changes when they are merged.
+``jsonschema``, integer bounds included), a forced tool call, and logprobs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 from typing import Iterator
 
+import jsonschema
 import pytest
 
 pytest.importorskip("starlette")
@@ -26,37 +21,12 @@ from serve_helpers import Served  # noqa: E402
 pytestmark = pytest.mark.smollm2
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
-
-
-def _has_logprobs() -> bool:
-    from edgeveda_ffi import GenerationParams
-
-    return "logprobs" in {f.name for f in dataclasses.fields(GenerationParams)}
-
-
-needs_json_schema = pytest.mark.skipif(
-    not _has_module("edgeveda_ffi.engine.json_schema"),
-    reason="response_format json_schema needs edgeveda_ffi.engine.json_schema (not merged yet)",
-)
-needs_tools = pytest.mark.skipif(
-    not _has_module("edgeveda_ffi.engine.tools"),
-    reason="tool calls need edgeveda_ffi.engine.tools (not merged yet)",
-)
-needs_logprobs = pytest.mark.skipif(
-    not _has_logprobs(), reason="logprobs need GenerationParams.logprobs (not merged yet)"
-)
-
 CITY_SCHEMA = {
     "type": "object",
     "properties": {
         "city": {"type": "string"},
         "country": {"type": "string"},
-        "population": {"type": "integer"},
+        "population": {"type": "integer", "minimum": 0},
     },
     "required": ["city", "country", "population"],
     "additionalProperties": False,
@@ -78,12 +48,6 @@ WEATHER_TOOL = {
 
 @pytest.fixture(scope="module")
 def server(smollm2_path: Path) -> Iterator[Served]:
-    if not (
-        _has_module("edgeveda_ffi.engine.json_schema")
-        or _has_module("edgeveda_ffi.engine.tools")
-        or _has_logprobs()
-    ):
-        pytest.skip("none of json_schema, tools, logprobs is in the engine yet")
     served = Served(smollm2_path)
     try:
         served.wait_ready()
@@ -92,9 +56,7 @@ def server(smollm2_path: Path) -> Iterator[Served]:
         served.terminate()
 
 
-@needs_json_schema
 def test_json_schema_output(server: Served) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     out = server.client().chat.completions.create(
         model=server.model_id,
         messages=[{"role": "user", "content": "Describe Paris as JSON."}],
@@ -109,7 +71,6 @@ def test_json_schema_output(server: Served) -> None:
     jsonschema.validate(data, CITY_SCHEMA)
 
 
-@needs_json_schema
 def test_json_object_output(server: Served) -> None:
     out = server.client().chat.completions.create(
         model=server.model_id,
@@ -122,9 +83,7 @@ def test_json_object_output(server: Served) -> None:
     assert isinstance(json.loads(out.choices[0].message.content or ""), dict)
 
 
-@needs_tools
 def test_forced_tool_call(server: Served) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     out = server.client().chat.completions.create(
         model=server.model_id,
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
@@ -141,7 +100,6 @@ def test_forced_tool_call(server: Served) -> None:
     jsonschema.validate(args, WEATHER_TOOL["function"]["parameters"])  # type: ignore[index]
 
 
-@needs_logprobs
 def test_chat_logprobs(server: Served) -> None:
     out = server.client().chat.completions.create(
         model=server.model_id,
@@ -161,7 +119,6 @@ def test_chat_logprobs(server: Served) -> None:
         assert t.logprob == pytest.approx(max(a.logprob for a in t.top_logprobs), abs=1e-4)
 
 
-@needs_logprobs
 def test_completion_logprobs(server: Served) -> None:
     out = server.client().completions.create(
         model=server.model_id,
