@@ -23,7 +23,6 @@ from typing import (
     Any,
     Dict,
     Iterator,
-    List,
     Mapping,
     Optional,
     Sequence,
@@ -34,13 +33,20 @@ from typing import (
 
 from ..errors import ConfigurationException
 from .chat_format import render_messages, tool_calls_from_text, tools_system_prompt
+from .openai_shapes import (
+    chat_chunks,
+    chat_logprobs,
+    completion_chunks,
+    completion_logprobs,
+    finish_reason_name,
+    usage_counts,
+)
 from .openai_types import (
     ChatCompletion,
     ChatCompletionChunk,
     Completion,
     CompletionChunk,
 )
-from .results import FinishReason
 
 if TYPE_CHECKING:
     from .config import GenerationParams
@@ -68,13 +74,6 @@ _SAME_NAME = (
 )
 #: Accepted for compatibility and without effect on one local model.
 _IGNORED = ("user", "model", "store", "metadata", "service_tier", "parallel_tool_calls")
-
-
-def finish_reason_name(reason: FinishReason) -> str:
-    """The OpenAI ``finish_reason`` of an engine FinishReason: ``length`` when
-    max_tokens ran out, else ``stop`` (a stop sequence, the end of the text,
-    or a cancel: OpenAI's shapes have no cancelled)."""
-    return "length" if reason is FinishReason.LENGTH else "stop"
 
 
 def _unsupported(field: str, why: str) -> ConfigurationException:
@@ -143,19 +142,19 @@ class OpenAICompatible:
             if stream:
                 # the native stream starts here, so a closed engine or a bad
                 # parameter raises now, not at the first next()
-                return _completion_chunks(self.stream(prompt, params), head, usage)
+                return completion_chunks(self.stream(prompt, params), head, usage)
             result = self.generate(prompt, params)
         choice: Dict[str, Any] = {
             "text": result.text,
             "index": 0,
-            "logprobs": _completion_logprobs(result) if logprobs is not None else None,
+            "logprobs": completion_logprobs(result) if logprobs is not None else None,
             "finish_reason": finish_reason_name(result.finish_reason),
         }
         out: Dict[str, Any] = {
             **head,
             "object": "text_completion",
             "choices": [choice],
-            "usage": _usage(result.prompt_tokens, result.completion_tokens),
+            "usage": usage_counts(result.prompt_tokens, result.completion_tokens),
         }
         return cast(Completion, out)
 
@@ -214,7 +213,7 @@ class OpenAICompatible:
             if stream:
                 tools_offered = tools if wants_tools else None
                 pieces = self.stream(prompt, params)
-                return _chat_chunks(pieces, head, bool(logprobs), tools_offered, usage)
+                return chat_chunks(pieces, head, bool(logprobs), tools_offered, usage)
             result = self.generate(prompt, params)
         message: Dict[str, Any] = {"role": "assistant", "content": result.text}
         reason = finish_reason_name(result.finish_reason)
@@ -225,14 +224,14 @@ class OpenAICompatible:
         choice: Dict[str, Any] = {
             "index": 0,
             "message": message,
-            "logprobs": _chat_logprobs(result) if logprobs else None,
+            "logprobs": chat_logprobs(result) if logprobs else None,
             "finish_reason": reason,
         }
         out: Dict[str, Any] = {
             **head,
             "object": "chat.completion",
             "choices": [choice],
-            "usage": _usage(result.prompt_tokens, result.completion_tokens),
+            "usage": usage_counts(result.prompt_tokens, result.completion_tokens),
         }
         return cast(ChatCompletion, out)
 
@@ -330,91 +329,6 @@ def _include_usage(stream_options: Optional[Mapping[str, Any]], stream: bool) ->
     return bool(stream_options.get("include_usage", False))
 
 
-def _stream_usage(head: Dict[str, Any], obj: str, stats: Any) -> Dict[str, Any]:
-    """The last chunk of a stream asked for usage: no choices, the counts."""
-    usage = _usage(stats.prompt_tokens, stats.completion_tokens)
-    return {**head, "object": obj, "choices": [], "usage": usage}
-
-
-def _completion_chunks(
-    pieces: Any, head: Dict[str, Any], usage: bool = False
-) -> Iterator[CompletionChunk]:
-    """The chunks of a streamed completion over ``pieces`` (a TokenStream,
-    closed when the iterator ends or is closed); with ``usage``, every chunk
-    has ``usage: None`` and a last one the counts."""
-    head = {**head, "usage": None} if usage else head
-
-    def chunk(text: str, reason: Optional[str]) -> CompletionChunk:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
-        return cast(CompletionChunk, {**head, "object": "text_completion", "choices": [choice]})
-
-    with pieces:
-        for piece in pieces:
-            yield chunk(str(piece), None)
-        stats = pieces.stats
-    yield chunk("", finish_reason_name(stats.finish_reason))
-    if usage:
-        yield cast(CompletionChunk, _stream_usage(head, "text_completion", stats))
-
-
-def _chat_chunks(
-    pieces: Any,
-    head: Dict[str, Any],
-    logprobs: bool,
-    tools: Optional[Sequence[Mapping[str, Any]]] = None,
-    usage: bool = False,
-) -> Iterator[ChatCompletionChunk]:
-    """The chunks of a streamed chat completion over ``pieces``.
-
-    With tools offered the answer may be a call, which is known only at the
-    end: the text is then sent as one chunk, or as a ``tool_calls`` delta
-    with ``finish_reason: "tool_calls"``. ``usage`` as in _completion_chunks."""
-    head = {**head, "usage": None} if usage else head
-
-    def chunk(delta: Dict[str, Any], reason: Optional[str], lp: Any = None) -> ChatCompletionChunk:
-        choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}
-        return cast(
-            ChatCompletionChunk, {**head, "object": "chat.completion.chunk", "choices": [choice]}
-        )
-
-    held: List[str] = []
-    held_lp: List[Any] = []
-    with pieces:
-        yield chunk({"role": "assistant", "content": ""}, None)
-        for piece in pieces:
-            lp = None
-            if logprobs:
-                lp = {"content": [_token_logprob(t) for t in getattr(piece, "logprobs", ())]}
-            if tools is None:
-                yield chunk({"content": str(piece)}, None, lp)
-            else:
-                held.append(str(piece))
-                held_lp.extend(lp["content"] if lp else ())
-        stats = pieces.stats
-    reason = finish_reason_name(stats.finish_reason)
-    if tools is not None:
-        text = "".join(held)
-        lp_all = {"content": held_lp} if logprobs else None
-        calls = tool_calls_from_text(text, tools)
-        if calls:
-            deltas = [{"index": i, **call} for i, call in enumerate(calls)]
-            yield chunk({"tool_calls": deltas}, None, lp_all)
-            reason = "tool_calls"
-        else:
-            yield chunk({"content": text}, None, lp_all)
-    yield chunk({}, reason)
-    if usage:
-        yield cast(ChatCompletionChunk, _stream_usage(head, "chat.completion.chunk", stats))
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
 def _response_format_grammar(response_format: Optional[Mapping[str, Any]]) -> Optional[str]:
     if response_format is None:
         return None
@@ -445,34 +359,3 @@ def _tool_setup(
 
 def _logprob_params(top_logprobs: Optional[int]) -> Dict[str, Any]:
     return {"logprobs": True, "top_logprobs": 0 if top_logprobs is None else top_logprobs}
-
-
-def _token_logprob(t: Any) -> Dict[str, Any]:
-    return {
-        "token": t.token,
-        "logprob": t.logprob,
-        "bytes": list(t.bytes),
-        "top_logprobs": [
-            {"token": a.token, "logprob": a.logprob, "bytes": list(a.bytes)} for a in t.top_logprobs
-        ],
-    }
-
-
-def _chat_logprobs(result: GenerateResult) -> Dict[str, Any]:
-    return {"content": [_token_logprob(t) for t in (getattr(result, "logprobs", None) or ())]}
-
-
-def _completion_logprobs(result: GenerateResult) -> Dict[str, Any]:
-    """The legacy completions shape: parallel lists per token."""
-    entries = getattr(result, "logprobs", None) or ()
-    offsets: List[int] = []
-    pos = 0
-    for t in entries:
-        offsets.append(pos)
-        pos += len(t.token)
-    return {
-        "tokens": [t.token for t in entries],
-        "token_logprobs": [t.logprob for t in entries],
-        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in entries],
-        "text_offset": offsets,
-    }
