@@ -422,3 +422,47 @@ def test_logprobs_in_both_shapes(smollm2_engine: EdgeVeda) -> None:
     assert "".join(lp["tokens"]) == legacy["choices"][0]["text"]  # type: ignore[index]
     assert lp["text_offset"][0] == 0 and all(len(d) == 2 for d in lp["top_logprobs"])
     assert smollm2_engine.create_completion("x", max_tokens=1)["choices"][0]["logprobs"] is None  # type: ignore[index]
+
+
+def test_create_embedding_shape(smollm2_engine: EdgeVeda) -> None:
+    import base64
+    import struct
+
+    one = smollm2_engine.create_embedding("hello world")
+    assert one["object"] == "list" and one["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (item,) = one["data"]
+    direct = smollm2_engine.embed("hello world")
+    assert item["object"] == "embedding" and item["index"] == 0
+    assert item["embedding"] == pytest.approx(list(direct.embedding), abs=1e-7)
+    assert one["usage"] == {"prompt_tokens": direct.token_count, "total_tokens": direct.token_count}
+    many = smollm2_engine.create_embedding(
+        ["hello world", "goodbye"], model="m", encoding_format="base64", dimensions=576
+    )
+    assert many["model"] == "m" and [d["index"] for d in many["data"]] == [0, 1]
+    raw = base64.b64decode(many["data"][0]["embedding"])  # type: ignore[arg-type]
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(item["embedding"])
+    assert many["usage"]["prompt_tokens"] > one["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"input": []}, "input"),
+        ({"input": [1, 2]}, "input"),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "x", "dimensions": 64}, "dimensions"),
+    ],
+)
+def test_create_embedding_errors(smollm2_engine: EdgeVeda, kwargs: Any, field: str) -> None:
+    with pytest.raises(ConfigurationException) as info:
+        smollm2_engine.create_embedding(**kwargs)
+    assert info.value.field == field
+
+
+def test_calling_the_engine_is_create_completion(smollm2_engine: EdgeVeda) -> None:
+    # llama-cpp-python's Llama(prompt, ...) habit
+    called = smollm2_engine("The capital of France is", max_tokens=6, temperature=0)
+    same = smollm2_engine.create_completion("The capital of France is", max_tokens=6, temperature=0)
+    assert called["object"] == "text_completion"  # type: ignore[index]
+    assert called["choices"][0]["text"] == same["choices"][0]["text"]  # type: ignore[index]
+    assert "Paris" in called["choices"][0]["text"]  # type: ignore[index]

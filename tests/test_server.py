@@ -136,6 +136,10 @@ def test_embeddings(server: Served, client) -> None:
     # the client's default (base64) and float agree
     assert many.data[0].embedding == pytest.approx(one.data[0].embedding, abs=1e-6)
     assert many.usage.prompt_tokens > one.usage.prompt_tokens > 0
+    for bad, param in (({"input": []}, "input"), ({"input": "x", "dimensions": 7}, "dimensions")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.embeddings.create(model=server.model_id, **bad)
+        assert info.value.body["param"] == param
 
 
 def test_bad_temperature_is_400_with_param(server: Served, client) -> None:

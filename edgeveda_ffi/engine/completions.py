@@ -1,5 +1,6 @@
 """The OpenAI shapes over the engine: ``create_completion`` and
-``create_chat_completion``, with llama-cpp-python's names.
+``create_chat_completion`` (and ``create_embedding``, ``engine(prompt)``), with
+llama-cpp-python's names.
 
 They return plain dicts in the shapes of the OpenAI API (``id``, ``object``,
 ``created``, ``model``, ``choices``, ``usage``; typed as the TypedDicts of
@@ -38,6 +39,7 @@ from .openai_shapes import (
     chat_logprobs,
     completion_chunks,
     completion_logprobs,
+    embedding_list,
     finish_reason_name,
     usage_counts,
 )
@@ -46,11 +48,12 @@ from .openai_types import (
     ChatCompletionChunk,
     Completion,
     CompletionChunk,
+    CreateEmbeddingResponse,
 )
 
 if TYPE_CHECKING:
     from .config import GenerationParams
-    from .results import GenerateResult
+    from .results import EmbeddingResult, GenerateResult
 
 __all__ = ["OpenAICompatible", "finish_reason_name", "CONTEXT_LENGTH_EXCEEDED"]
 
@@ -99,6 +102,13 @@ class OpenAICompatible:
         def apply_chat_template(
             self, messages: Sequence[Mapping[str, str]], add_assistant: bool = True
         ) -> str: ...
+
+        def embed(self, text: str) -> EmbeddingResult: ...
+
+    def __call__(self, prompt: str, **kwargs: Any) -> Union[Completion, Iterator[CompletionChunk]]:
+        """``engine(prompt, ...)`` is :meth:`create_completion`, as ``Llama(...)``
+        is in llama-cpp-python."""
+        return self.create_completion(prompt, **kwargs)
 
     # ------------------------------------------------------------ completions
 
@@ -235,13 +245,59 @@ class OpenAICompatible:
         }
         return cast(ChatCompletion, out)
 
+    # -------------------------------------------------------------- embeddings
+
+    def create_embedding(
+        self,
+        input: Union[str, Sequence[str]],
+        *,
+        model: Optional[str] = None,
+        dimensions: Optional[int] = None,
+        encoding_format: str = "float",
+        user: Optional[str] = None,
+    ) -> CreateEmbeddingResponse:
+        """``/v1/embeddings``: one L2-normalized embedding per text of ``input``
+        (a string or a list of strings), in order, with llama-cpp-python's name.
+
+        ``dimensions`` may only repeat the model's own size (nothing is
+        truncated); ``encoding_format="base64"`` gives each vector as base64 of
+        little-endian float32, as OpenAI's API does. ``user`` is accepted and
+        has no effect.
+        """
+        texts = [input] if isinstance(input, str) else input
+        if (
+            not isinstance(texts, (list, tuple))
+            or not texts
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            raise ConfigurationException(
+                "Invalid parameter",
+                "input must be a string or a non-empty list of strings",
+                field="input",
+            )
+        if encoding_format not in ("float", "base64"):
+            raise ConfigurationException(
+                "Invalid parameter",
+                "encoding_format must be 'float' or 'base64'",
+                field="encoding_format",
+            )
+        results = [self.embed(text) for text in texts]
+        if dimensions is not None and dimensions != results[0].dimensions:
+            raise _unsupported(
+                "dimensions", f"this model's embeddings have {results[0].dimensions} dimensions"
+            )
+        return embedding_list(results, model or self._model_name(), encoding_format)
+
     # ------------------------------------------------------------ parameters
+
+    def _model_name(self) -> str:
+        return os.path.basename(str(self.config.model_path))
 
     def _head(self, kind: str, model: Optional[str]) -> Dict[str, Any]:
         return {
             "id": f"{kind}-{uuid.uuid4().hex}",
             "created": int(time.time()),
-            "model": model or os.path.basename(self.config.model_path),
+            "model": model or self._model_name(),
         }
 
     def _openai_params(

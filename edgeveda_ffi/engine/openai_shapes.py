@@ -1,19 +1,21 @@
 """The OpenAI response shapes the engine's results become: the chunk
 iterators of ``stream=True`` (``completion_chunks``, ``chat_chunks``), the
-``usage`` counts and the two ``logprobs`` shapes. Dicts only; the calls that
+``usage`` counts, the two ``logprobs`` shapes and the embedding list. Dicts only; the calls that
 produce the results are in ``completions.py``.
 """
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, cast
 
 from .chat_format import tool_calls_from_text
-from .openai_types import ChatCompletionChunk, CompletionChunk
+from .openai_types import ChatCompletionChunk, CompletionChunk, CreateEmbeddingResponse
 from .results import FinishReason
 
 if TYPE_CHECKING:
-    from .results import GenerateResult
+    from .results import EmbeddingResult, GenerateResult
 
 __all__ = [
     "finish_reason_name",
@@ -23,6 +25,7 @@ __all__ = [
     "token_logprob",
     "chat_logprobs",
     "completion_logprobs",
+    "embedding_list",
 ]
 
 
@@ -147,3 +150,29 @@ def completion_logprobs(result: GenerateResult) -> Dict[str, Any]:
         "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in entries],
         "text_offset": offsets,
     }
+
+
+def embedding_list(
+    results: Sequence[EmbeddingResult], model: str, encoding_format: str = "float"
+) -> CreateEmbeddingResponse:
+    """The OpenAI embedding list of ``results`` (in input order); base64 is
+    little-endian float32, as OpenAI's (the openai client asks for it)."""
+
+    def encode(vector: Sequence[float]) -> Any:
+        if encoding_format == "base64":
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+        return list(vector)
+
+    tokens = sum(int(r.token_count) for r in results)
+    return cast(
+        CreateEmbeddingResponse,
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(r.embedding)}
+                for i, r in enumerate(results)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+    )

@@ -1,11 +1,11 @@
-"""TypedDicts of the OpenAI response shapes that ``create_completion`` and
-``create_chat_completion`` return (plain dicts at run time; these give type
+"""TypedDicts of the OpenAI response shapes that ``create_completion``,
+``create_chat_completion`` and ``create_embedding`` return (plain dicts at run time; these give type
 checkers and readers the keys)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from typing import NotRequired, TypedDict
@@ -29,6 +29,9 @@ __all__ = [
     "ChatCompletionDelta",
     "ChatCompletionChunkChoice",
     "ChatCompletionChunk",
+    "EmbeddingUsage",
+    "EmbeddingData",
+    "CreateEmbeddingResponse",
 ]
 
 
@@ -142,3 +145,21 @@ class ChatCompletionChunk(TypedDict):
     choices: List[ChatCompletionChunkChoice]  # empty in the usage chunk
     # with stream_options={"include_usage": True}: None, and set in a last chunk
     usage: NotRequired[Optional[Usage]]
+
+
+class EmbeddingUsage(TypedDict):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingData(TypedDict):
+    object: str  # "embedding"
+    index: int
+    embedding: Union[List[float], str]  # str: base64 of little-endian float32
+
+
+class CreateEmbeddingResponse(TypedDict):
+    object: str  # "list"
+    data: List[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage

@@ -28,8 +28,7 @@ from .requests import (
     chat_kwargs,
     check_model,
     completion_kwargs,
-    embedding_inputs,
-    embeddings_body,
+    embedding_kwargs,
 )
 
 __all__ = ["create_app"]
@@ -195,10 +194,8 @@ def create_app(
 
     async def embeddings(request: Request) -> Response:
         body = await _json_body(request)
-        model = check_model(body, host.model_id)
-        texts = embedding_inputs(body)
-        results = await host.run(lambda e: [e.embed(t) for t in texts])
-        return JSONResponse(embeddings_body(body, model, results))
+        kw = embedding_kwargs(body, check_model(body, host.model_id))
+        return JSONResponse(await host.run(lambda e: e.create_embedding(**kw)))
 
     async def health(request: Request) -> Response:
         state = host.state()

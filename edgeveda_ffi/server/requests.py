@@ -1,4 +1,4 @@
-"""Request bodies -> engine keyword arguments, and embedding responses.
+"""Request bodies -> engine keyword arguments.
 
 The OpenAI request fields pass through to ``create_chat_completion`` /
 ``create_completion``, which validate them (a bad value raises
@@ -9,13 +9,11 @@ ConfigurationException naming the field: a 400 with ``param``), including
 
 from __future__ import annotations
 
-import base64
-import struct
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Mapping
 
 from .api_errors import ApiError, bad_param
 
-__all__ = ["chat_kwargs", "completion_kwargs", "check_model", "embedding_inputs", "embeddings_body"]
+__all__ = ["chat_kwargs", "completion_kwargs", "check_model", "embedding_kwargs"]
 
 #: Fields without meaning for one local model; dropped before the engine sees them.
 _TRANSPORT_ONLY = ("user", "model")
@@ -69,41 +67,10 @@ def completion_kwargs(body: Mapping[str, Any], model_id: str) -> Dict[str, Any]:
     return kw
 
 
-def embedding_inputs(body: Mapping[str, Any]) -> List[str]:
-    """The texts of an ``/v1/embeddings`` request (``input``: a string or strings)."""
-    raw = body.get("input")
-    texts: Sequence[Any] = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise bad_param("input", "input must be a string or a non-empty array of strings")
-    fmt = body.get("encoding_format", "float")
-    if fmt not in ("float", "base64"):
-        raise bad_param("encoding_format", "encoding_format must be 'float' or 'base64'")
-    return list(texts)
-
-
-def _encode(vector: Sequence[float], fmt: str) -> Any:
-    if fmt == "base64":  # little-endian float32, as OpenAI's (the openai client asks for it)
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-    return list(vector)
-
-
-def embeddings_body(
-    body: Mapping[str, Any], model_id: str, results: Sequence[Any]
-) -> Dict[str, Any]:
-    """The OpenAI embedding list for ``results`` (EmbeddingResults, in input order)."""
-    fmt = body.get("encoding_format") or "float"
-    dims = body.get("dimensions")
-    if dims is not None and results and dims != results[0].dimensions:
-        raise bad_param(
-            "dimensions", f"this model's embeddings have {results[0].dimensions} dimensions"
-        )
-    tokens = sum(int(r.token_count) for r in results)
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": _encode(r.embedding, fmt)}
-            for i, r in enumerate(results)
-        ],
-        "model": model_id,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+def embedding_kwargs(body: Mapping[str, Any], model_id: str) -> Dict[str, Any]:
+    """Keyword arguments of ``create_embedding``, which validates them."""
+    kw = {k: body[k] for k in ("input", "encoding_format", "dimensions") if k in body}
+    if kw.get("encoding_format") is None:
+        kw.pop("encoding_format", None)
+    kw["model"] = model_id
+    return kw
