@@ -37,6 +37,7 @@ from .engine import (
     schema_to_gbnf,
 )
 from .errors import (
+    CONTEXT_LENGTH_EXCEEDED,
     ChecksumException,
     ConfigurationException,
     DownloadCancelledException,
@@ -121,6 +122,7 @@ __all__ = [
     "TopLogprob",
     "ChecksumException",
     "ConfigurationException",
+    "CONTEXT_LENGTH_EXCEEDED",
     "DownloadCancelledException",
     "DownloadException",
     "EdgeVedaException",

@@ -35,6 +35,7 @@ __all__ = [
     "ModelValidationException",
     "MemoryException",
     "ConfigurationException",
+    "CONTEXT_LENGTH_EXCEEDED",
     "EngineClosedException",
     "EdgeVedaGenericException",
     "NativeErrorCode",
@@ -123,6 +124,12 @@ class ConfigurationException(EdgeVedaException, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (_configuration_error, (self.message, self.details, self.field))
+
+
+#: ``ConfigurationException.message`` of a prompt longer than the context in
+#: the OpenAI-shaped API (``field`` is ``"prompt"`` or ``"messages"``);
+#: ``edgeveda serve`` answers it with OpenAI's code ``context_length_exceeded``.
+CONTEXT_LENGTH_EXCEEDED = "Context length exceeded"
 
 
 class MemoryException(EdgeVedaException, MemoryError):

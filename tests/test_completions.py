@@ -131,7 +131,7 @@ def test_bad_stream_options(
 def test_prompt_longer_than_the_context_names_the_field(smollm2_engine: EdgeVeda) -> None:
     # OpenAI's context_length_exceeded: the field is prompt / messages, the
     # core's explanation (token counts) stays in details
-    from edgeveda_ffi.engine.completions import CONTEXT_LENGTH_EXCEEDED
+    from edgeveda_ffi import CONTEXT_LENGTH_EXCEEDED
 
     long_text = "word " * 600  # the session engine's context holds 512
     calls = [

@@ -95,6 +95,7 @@ CALLS: Dict[str, Callable[[EdgeVeda], Any]] = {
     "buffer_types": lambda e: e.buffer_types,
     "create_completion": lambda e: e.create_completion("hi", max_tokens=2, stream=True),
     "create_chat_completion": lambda e: e.create_chat_completion(MSGS, max_tokens=2),
+    "create_embedding": lambda e: e.create_embedding("hi"),
 }
 
 # Documented to work after close: close (idempotent), cancel (no-op), closed /

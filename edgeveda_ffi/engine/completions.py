@@ -32,7 +32,7 @@ from typing import (
     cast,
 )
 
-from ..errors import ConfigurationException
+from ..errors import CONTEXT_LENGTH_EXCEEDED, ConfigurationException
 from .chat_format import render_messages, tool_calls_from_text, tools_system_prompt
 from .openai_shapes import (
     chat_chunks,
@@ -55,12 +55,8 @@ if TYPE_CHECKING:
     from .config import GenerationParams
     from .results import EmbeddingResult, GenerateResult
 
-__all__ = ["OpenAICompatible", "finish_reason_name", "CONTEXT_LENGTH_EXCEEDED"]
+__all__ = ["OpenAICompatible", "finish_reason_name"]
 
-#: ``ConfigurationException.message`` of a prompt the context cannot hold
-#: (``field`` is ``"prompt"`` or ``"messages"``); the server answers it with
-#: OpenAI's code ``context_length_exceeded``.
-CONTEXT_LENGTH_EXCEEDED = "Context length exceeded"
 # how the core words that case (native/src/generation.cpp)
 _CORE_CONTEXT_FULL = "tokens but the context holds"
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from .. import (
+    CONTEXT_LENGTH_EXCEEDED,
     ConfigurationException,
     EdgeVedaException,
     EngineClosedException,
     MemoryException,
 )
-from ..engine.completions import CONTEXT_LENGTH_EXCEEDED
 
 __all__ = ["ApiError", "from_exception", "bad_param", "unavailable"]
 
