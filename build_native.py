@@ -51,10 +51,11 @@ NATIVE = ROOT / "native"
 HEADER = NATIVE / "include" / "edge_veda.h"
 LOCK_FILE = NATIVE / "llama.cpp.lock"
 
-# What the library build needs from llama.cpp (plus common/ and tools/, which
-# the benchmarks use to build llama-bench from the same source).
+# What the library build needs from llama.cpp (plus common/, tools/ and the
+# server's UI script, which the benchmarks use to build llama-bench and
+# llama-server from the same source).
 _NEEDED = ("CMakeLists.txt", "cmake/", "ggml/", "src/", "include/", "vendor/", "LICENSE",
-           "licenses/", "common/", "tools/")
+           "licenses/", "common/", "tools/", "scripts/ui-assets.cmake")
 
 
 class BuildError(RuntimeError):
@@ -178,7 +179,7 @@ def llama_cpp_dir() -> Path:
     target = pinned_source_dir(lock)
     stamp = target / ".edgeveda-sha256"
     if stamp.is_file() and stamp.read_text().strip() == lock["sha256"] and \
-            (target / "include" / "llama.h").is_file():
+            all((target / n).exists() for n in _NEEDED):  # unpacked with this _NEEDED
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeveda-fetch-", dir=target.parent) as tmp:

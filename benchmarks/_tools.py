@@ -1,7 +1,8 @@
 """The tools that ``compare.py`` measures with, located or built on first use: ``ev_bench_c``
 (our C loop over the static core, via ``build_native.py``), llama-bench and ``llama_ref`` from
 the pinned llama.cpp (in ``build/llama-tools``), and llama-cpp-python from its sdist (in
-``build/peer-venv``). With ``build=False`` each returns what is already there, or None.
+``build/peer-venv``); and llama.cpp's llama-server for ``server_vs_inprocess.py``. With
+``build=False`` each returns what is already there, or None.
 """
 
 from __future__ import annotations
@@ -47,6 +48,71 @@ def _llama_libs(out: Path) -> List[Path]:
     return libs
 
 
+#: Written in the build folder's stamp with the source: a folder configured
+#: otherwise (before llama-server was built there) is configured anew.
+_TOOLS_CONFIG = "tools+server-without-ui"
+
+
+def _llama_tools_source() -> Path:
+    """The pinned llama.cpp with the core's patches, configured into build/llama-tools."""
+    bn = _build_native()
+    src: Path = bn.patched_source(bn.llama_cpp_dir(), "cpu")  # with the AMX patch, as the core
+    stamp = LLAMA_TOOLS / ".edgeveda-source"
+    if stamp.is_file() and stamp.read_text() == f"{src}\n{_TOOLS_CONFIG}\n":
+        return src
+    if LLAMA_TOOLS.exists():  # built from another tree: CMake refuses a new -S for an old -B
+        shutil.rmtree(LLAMA_TOOLS)
+    log(f"configuring llama.cpp's tools from {src} into {LLAMA_TOOLS}")
+    _run(
+        [
+            "cmake",
+            "-S",
+            src,
+            "-B",
+            LLAMA_TOOLS,
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DBUILD_SHARED_LIBS=OFF",
+            "-DGGML_NATIVE=ON",
+            "-DLLAMA_BUILD_TOOLS=ON",
+            "-DLLAMA_BUILD_COMMON=ON",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            # the server without its web UI: no npm, no download of prebuilt assets
+            "-DLLAMA_BUILD_UI=OFF",
+            "-DLLAMA_USE_PREBUILT_UI=OFF",
+            "-DLLAMA_BUILD_APP=OFF",
+            "-DLLAMA_BUILD_IS_DEV=OFF",
+            "-DGGML_BACKEND_DL=OFF",
+        ],
+        "configuring llama.cpp",
+    )
+    stamp.write_text(f"{src}\n{_TOOLS_CONFIG}\n")
+    return src
+
+
+def _build_llama_target(target: str) -> None:
+    log(f"building {target} in {LLAMA_TOOLS} (a few minutes the first time)")
+    _run(
+        ["cmake", "--build", LLAMA_TOOLS, "--target", target]
+        + ["--parallel", str(os.cpu_count() or 2)],
+        f"building {target}",
+    )
+
+
+def ensure_llama_server(build: bool) -> Optional[Path]:
+    """llama.cpp's own llama-server (C++, without its web UI) from the pinned source, in
+    build/llama-tools."""
+    exe = LLAMA_TOOLS / "bin" / "llama-server"
+    if not build:
+        return exe if exe.is_file() else None
+    _llama_tools_source()
+    _build_llama_target("llama-server")  # incremental: nothing to do when it is up to date
+    return exe
+
+
 def ensure_llama_tools(build: bool) -> Tuple[Optional[Path], Optional[Path]]:
     """llama-bench and llama_ref from the pinned llama.cpp, in build/llama-tools."""
     bench = LLAMA_TOOLS / "bin" / "llama-bench"
@@ -54,49 +120,11 @@ def ensure_llama_tools(build: bool) -> Tuple[Optional[Path], Optional[Path]]:
     ref_src = BENCH / "native" / "llama_ref.c"
     if not build:
         return (bench if bench.is_file() else None), (ref if ref.is_file() else None)
-    bn = _build_native()
-    src = bn.patched_source(bn.llama_cpp_dir(), "cpu")  # with the AMX patch, as the core
     stamp = LLAMA_TOOLS / ".edgeveda-source"
-    if not (bench.is_file() and stamp.is_file() and stamp.read_text().strip() == str(src)):
-        if stamp.is_file():  # built from another tree: CMake refuses a new -S for an old -B
-            shutil.rmtree(LLAMA_TOOLS)
-        log(f"building llama-bench from {src} into {LLAMA_TOOLS} (once; a few minutes)")
-        _run(
-            [
-                "cmake",
-                "-S",
-                src,
-                "-B",
-                LLAMA_TOOLS,
-                "-DCMAKE_BUILD_TYPE=Release",
-                "-DBUILD_SHARED_LIBS=OFF",
-                "-DGGML_NATIVE=ON",
-                "-DLLAMA_BUILD_TOOLS=ON",
-                "-DLLAMA_BUILD_COMMON=ON",
-                "-DLLAMA_OPENSSL=OFF",
-                "-DLLAMA_CURL=OFF",
-                "-DLLAMA_BUILD_TESTS=OFF",
-                "-DLLAMA_BUILD_EXAMPLES=OFF",
-                "-DLLAMA_BUILD_SERVER=OFF",
-                "-DLLAMA_BUILD_APP=OFF",
-                "-DLLAMA_BUILD_IS_DEV=OFF",
-                "-DGGML_BACKEND_DL=OFF",
-            ],
-            "configuring llama.cpp",
-        )
-        _run(
-            [
-                "cmake",
-                "--build",
-                LLAMA_TOOLS,
-                "--target",
-                "llama-bench",
-                "--parallel",
-                str(os.cpu_count() or 2),
-            ],
-            "building llama-bench",
-        )
-        stamp.write_text(f"{src}\n")
+    before = stamp.read_text() if stamp.is_file() else None
+    src = _llama_tools_source()
+    if not bench.is_file() or stamp.read_text() != before:
+        _build_llama_target("llama-bench")
         if ref.exists():
             ref.unlink()
     if not ref.is_file() or ref.stat().st_mtime < ref_src.stat().st_mtime:

@@ -1,7 +1,7 @@
 """``edgeveda serve`` against the in-process API, in the same run.
 
     python -m benchmarks.server_vs_inprocess [--model M] [--threads 1] [--rounds 5] [--n-gen 128]
-                                             [--client openai|sse]
+                                             [--client openai|sse] [--llama-server PATH|build]
 
 Each round streams one ``--n-gen``-token completion through the server (the
 official ``openai`` client, ``stream=True``, over HTTP on 127.0.0.1) and one
@@ -20,6 +20,13 @@ the cores (the client, the event loop), which shows as overhead. ``cpu_s`` is
 the CPU time both processes (this one, with the client or the in-process
 engine, and the server) spent during the request: what the server path costs
 in work, which the machine's noise moves much less than wall time. Prints JSON.
+
+``--llama-server`` adds llama.cpp's own server (C++, built from the pinned
+source by ``build``) as a third side of every round, on the same model,
+threads and context, through the same client: ``llama_server`` in the output
+has its medians, its ratios to the same in-process baseline (what streaming
+over HTTP costs on this machine with no Python on the server side) and ours
+over it (``server_over_llama_server``).
 
 ``--client sse`` streams through the server with the HTTP client the
 ``openai`` package itself uses (httpx), reading the ``data:`` lines without
@@ -89,6 +96,20 @@ def _start_server(model: str, threads: int, ctx: int) -> tuple[subprocess.Popen[
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
+def _start_llama_server(
+    exe: Path, model: str, threads: int, ctx: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """llama.cpp's own server (C++) on the same model, threads and context, one slot."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(exe), "-m", model, "--host", "127.0.0.1", "--port", str(port)]
+        + ["-t", str(threads), "-c", str(ctx), "-np", "1", "--no-webui", "--log-disable"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
 def _wait_ready(client: Any, proc: subprocess.Popen[bytes], timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,57 +151,89 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_of(fn: Any, server_pid: int) -> tuple[Any, float]:
-    """fn()'s result and the CPU seconds both processes spent meanwhile."""
-    c0, s0 = time.process_time(), _proc_cpu_s(server_pid)
+def _cpu_of(fn: Any, server_pids: List[int]) -> tuple[Any, float]:
+    """fn()'s result and the CPU seconds this process and the servers spent meanwhile."""
+    c0, s0 = time.process_time(), sum(_proc_cpu_s(pid) for pid in server_pids)
     out = fn()
-    return out, (time.process_time() - c0) + (_proc_cpu_s(server_pid) - s0)
+    return out, (time.process_time() - c0) + (sum(_proc_cpu_s(pid) for pid in server_pids) - s0)
 
 
 def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _side(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    keys = [k for k in ("ttft_ms", "tok_s", "total_ms", "n", "cpu_s") if k in rows[0]]
+    return {k: round(_median(rows, k), 3) for k in keys}
+
+
+def _paired(key: str, a_rows: List[Dict[str, float]], b_rows: List[Dict[str, float]]) -> float:
+    # per-round ratios first: both halves of a round saw the same machine
+    return round(statistics.median(a[key] / b[key] for a, b in zip(a_rows, b_rows)), 4)
+
+
 def run(
-    model: str, threads: int, rounds: int, n_gen: int, ctx: int = 2048, client_kind: str = "openai"
+    model: str,
+    threads: int,
+    rounds: int,
+    n_gen: int,
+    ctx: int = 2048,
+    client_kind: str = "openai",
+    llama_server: Optional[Path] = None,
 ) -> Dict[str, Any]:
     from openai import OpenAI
 
     from edgeveda_ffi import EdgeVeda
 
-    proc, base_url = _start_server(model, threads, ctx)
+    kw: Dict[str, Any] = dict(max_tokens=n_gen, temperature=0)
+    http = _http_module().Client(timeout=120) if client_kind == "sse" else None
+
+    def through(client: Any, base_url: str, model_id: str) -> tuple[Any, Any]:
+        """(streamed, whole) request functions through one server."""
+
+        def streamed() -> Dict[str, float]:
+            t0 = time.perf_counter()
+            if http is not None:
+                body = dict(model=model_id, prompt=PROMPT, stream=True, **kw)
+                return _timed(_sse_texts(http, f"{base_url}/completions", body), t0)
+            stream = client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw)
+            return _timed(stream, t0)
+
+        def whole() -> Dict[str, float]:
+            t0 = time.perf_counter()
+            out = client.completions.create(model=model_id, prompt=PROMPT, **kw)
+            assert out.usage is not None and out.usage.completion_tokens > 0
+            return {"total_ms": (time.perf_counter() - t0) * 1e3}
+
+        return streamed, whole
+
+    procs: List[subprocess.Popen[bytes]] = []
     try:
+        proc, base_url = _start_server(model, threads, ctx)
+        procs.append(proc)
         client = OpenAI(base_url=base_url, api_key="none", max_retries=0)
-        model_id = _wait_ready(client, proc)
-        kw: Dict[str, Any] = dict(max_tokens=n_gen, temperature=0)
-        served: List[Dict[str, float]] = []
-        local: List[Dict[str, float]] = []
-        whole_s: List[Dict[str, float]] = []
-        whole_l: List[Dict[str, float]] = []
+        sides: Dict[str, tuple[Any, Any]] = {
+            "server": through(client, base_url, _wait_ready(client, proc))
+        }
+        if llama_server is not None:
+            lproc, lbase = _start_llama_server(llama_server, model, threads, ctx)
+            procs.append(lproc)
+            lclient = OpenAI(base_url=lbase, api_key="none", max_retries=0)
+            sides["llama_server"] = through(lclient, lbase, _wait_ready(lclient, lproc))
         with EdgeVeda(model, num_threads=threads, context_size=ctx) as engine:
-            # one warm-up each (first-call costs, prompt cache)
-            list(client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw))
-            list(engine.create_completion(PROMPT, stream=True, **kw))
 
-            http = _http_module().Client(timeout=120) if client_kind == "sse" else None
-
-            def served_once() -> Dict[str, float]:
-                t0 = time.perf_counter()
-                if http is not None:
-                    body = dict(model=model_id, prompt=PROMPT, stream=True, **kw)
-                    return _timed(_sse_texts(http, f"{base_url}/completions", body), t0)
-                stream = client.completions.create(model=model_id, prompt=PROMPT, stream=True, **kw)
-                return _timed(stream, t0)
-
-            def local_once() -> Dict[str, float]:
+            def local_streamed() -> Dict[str, float]:
                 t0 = time.perf_counter()
                 return _timed(engine.create_completion(PROMPT, stream=True, **kw), t0)
-
-            def served_whole() -> Dict[str, float]:
-                t0 = time.perf_counter()
-                out = client.completions.create(model=model_id, prompt=PROMPT, **kw)
-                assert out.usage is not None and out.usage.completion_tokens > 0
-                return {"total_ms": (time.perf_counter() - t0) * 1e3}
 
             def local_whole() -> Dict[str, float]:
                 t0 = time.perf_counter()
@@ -188,36 +241,29 @@ def run(
                 assert out["usage"]["completion_tokens"] > 0
                 return {"total_ms": (time.perf_counter() - t0) * 1e3}
 
-            pairs = [
-                (served_once, served, local_once, local),
-                (served_whole, whole_s, local_whole, whole_l),
-            ]
+            sides["in_process"] = (local_streamed, local_whole)
+            names = list(sides)
+            for streamed, _ in sides.values():
+                streamed()  # one warm-up each (first-call costs, prompt cache)
+            pids = [p.pid for p in procs]
+            rows: Dict[str, List[Dict[str, float]]] = {}
             for r in range(rounds):
-                for fs, rs, fl, rl in pairs:
-                    # alternate which side goes first, so an order effect hits both alike
-                    for fn, rows in ((fs, rs), (fl, rl)) if r % 2 == 0 else ((fl, rl), (fs, rs)):
-                        row, cpu = _cpu_of(fn, proc.pid)
-                        rows.append({**row, "cpu_s": cpu})
+                # rotate which side goes first, so an order effect hits all alike
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for kind in (0, 1):
+                    for name in order:
+                        row, cpu = _cpu_of(sides[name][kind], pids)
+                        rows.setdefault(f"{name}/{('streamed', 'whole')[kind]}", []).append(
+                            {**row, "cpu_s": cpu}
+                        )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            _stop(proc)
 
-    def side(rows: List[Dict[str, float]]) -> Dict[str, float]:
-        keys = ("ttft_ms", "tok_s", "total_ms", "n", "cpu_s")
-        return {k: round(_median(rows, k), 3) for k in keys}
-
-    def paired(
-        key: str, a_rows: List[Dict[str, float]] = served, b_rows: List[Dict[str, float]] = local
-    ) -> float:
-        # per-round ratios first: both halves of a round saw the same machine
-        return round(statistics.median(a[key] / b[key] for a, b in zip(a_rows, b_rows)), 4)
-
-    s, i = side(served), side(local)
-    return {
+    served, local = rows["server/streamed"], rows["in_process/streamed"]
+    whole_s, whole_l = rows["server/whole"], rows["in_process/whole"]
+    s, i = _side(served), _side(local)
+    result: Dict[str, Any] = {
         "model": os.path.basename(model),
         "threads": threads,
         "client": client_kind,
@@ -231,10 +277,10 @@ def run(
             "total_time": round(s["total_ms"] / i["total_ms"], 4),
         },
         "paired_ratio_median": {
-            "ttft": paired("ttft_ms"),
-            "tok_s": paired("tok_s"),
-            "total_time": paired("total_ms"),
-            "cpu_seconds": paired("cpu_s"),
+            "ttft": _paired("ttft_ms", served, local),
+            "tok_s": _paired("tok_s", served, local),
+            "total_time": _paired("total_ms", served, local),
+            "cpu_seconds": _paired("cpu_s", served, local),
         },
         "complete": {
             "server_total_ms": round(_median(whole_s, "total_ms"), 3),
@@ -242,12 +288,33 @@ def run(
             "server_cpu_s": round(_median(whole_s, "cpu_s"), 3),
             "in_process_cpu_s": round(_median(whole_l, "cpu_s"), 3),
             "paired_ratio_median": {
-                "total_time": paired("total_ms", whole_s, whole_l),
-                "cpu_seconds": paired("cpu_s", whole_s, whole_l),
+                "total_time": _paired("total_ms", whole_s, whole_l),
+                "cpu_seconds": _paired("cpu_s", whole_s, whole_l),
             },
         },
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+    if llama_server is not None:
+        peer, peer_whole = rows["llama_server/streamed"], rows["llama_server/whole"]
+        result["llama_server"] = {
+            "streamed": _side(peer),
+            "whole": _side(peer_whole),
+            # llama.cpp's C++ server against the same in-process baseline: what
+            # streaming over HTTP costs here without any Python on the server side
+            "paired_over_in_process": {
+                "streamed_total_time": _paired("total_ms", peer, local),
+                "streamed_tok_s": _paired("tok_s", peer, local),
+                "whole_total_time": _paired("total_ms", peer_whole, whole_l),
+            },
+            # our server against llama.cpp's, both through the same client
+            "server_over_llama_server": {
+                "streamed_total_time": _paired("total_ms", served, peer),
+                "streamed_ttft": _paired("ttft_ms", served, peer),
+                "whole_total_time": _paired("total_ms", whole_s, peer_whole),
+                "streamed_cpu_seconds": _paired("cpu_s", served, peer),
+            },
+        }
+    result["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -262,9 +329,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         default="openai",
         help="stream through the openai client (default) or read the SSE lines with its httpx",
     )
+    ap.add_argument(
+        "--llama-server",
+        metavar="PATH|build",
+        default=None,
+        help="also stream through llama.cpp's own llama-server (C++), same model and threads: "
+        "a path, or 'build' to build it from the pinned llama.cpp into build/llama-tools",
+    )
     args = ap.parse_args(argv)
     model = args.model or _default_model()
-    result = run(model, args.threads, args.rounds, args.n_gen, client_kind=args.client)
+    peer: Optional[Path] = None
+    if args.llama_server == "build":
+        from benchmarks._tools import ensure_llama_server
+
+        peer = ensure_llama_server(build=True)
+    elif args.llama_server:
+        peer = Path(args.llama_server)
+    result = run(
+        model, args.threads, args.rounds, args.n_gen, client_kind=args.client, llama_server=peer
+    )
     print(json.dumps(result, indent=2))
     return 0
 
