@@ -2,4 +2,4 @@
 native/include/edge_veda.h; the extension bakes that in and is checked at import."""
 
 __version__ = "0.1.0"
-HEADER_VERSION = "1.5.0"
+HEADER_VERSION = "1.6.0"

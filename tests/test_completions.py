@@ -199,7 +199,8 @@ def test_tool_and_developer_messages_are_rendered(smollm2_engine: EdgeVeda) -> N
     ("kwargs", "field"),
     [
         ({"n": 2}, "n"),
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"best_of": 2}, "best_of"),
+        ({"logit_bias": {"1": 500}}, "logit_bias"),
         ({"temperature": -1}, "temperature"),
         ({"tool_choice": "required"}, "tool_choice"),
     ],

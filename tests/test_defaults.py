@@ -55,6 +55,8 @@ def test_generation_defaults_are_the_cores() -> None:
             assert got is False and x.top_logprobs == -1  # -1: off
         elif f.name == "top_logprobs":
             assert got == 0
+        elif f.name == "logit_bias":
+            assert got == () and x.logit_bias == ffi.NULL and x.num_logit_bias == 0
         elif f.name == "stop":
             assert got == () and p.num_stop_sequences == 0
         elif f.name in ("grammar", "grammar_root"):

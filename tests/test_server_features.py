@@ -1,6 +1,7 @@
-"""The server's structured output, tool calls and logprobs, through the
-official ``openai`` client: JSON-schema output (validated with
-``jsonschema``, integer bounds included), a forced tool call, and logprobs.
+"""The server's structured output, tool calls, logprobs and logit_bias,
+through the official ``openai`` client: JSON-schema output (validated with
+``jsonschema``, integer bounds included), a forced tool call, logprobs, and a
+token banned with ``logit_bias``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from serve_helpers import Served  # noqa: E402
+
+from edgeveda_ffi import EdgeVeda  # noqa: E402
 
 pytestmark = pytest.mark.smollm2
 
@@ -130,3 +133,26 @@ def test_completion_logprobs(server: Served) -> None:
     lp = out.choices[0].logprobs
     assert lp is not None and lp.tokens and len(lp.tokens) == len(lp.token_logprobs or [])
     assert "".join(lp.tokens) == out.choices[0].text
+
+
+def test_logit_bias(server: Served, smollm2_engine: EdgeVeda) -> None:
+    client = server.client()
+    kw = dict(model=server.model_id, prompt="The capital of France is", max_tokens=1, temperature=0)
+    plain = client.completions.create(**kw).choices[0].text  # type: ignore[call-overload]
+    (token,) = smollm2_engine.tokenize(plain, add_special=False)
+    banned = client.completions.create(logit_bias={str(token): -100}, **kw)  # type: ignore[call-overload]
+    assert banned.choices[0].text != plain
+    chat = client.chat.completions.create(
+        model=server.model_id,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        logit_bias={str(token): -100},
+        max_tokens=8,
+        temperature=0,
+    )
+    assert token not in smollm2_engine.tokenize(
+        chat.choices[0].message.content or "", add_special=False
+    )
+    for bad in ({str(token): 101}, {"x": 1}, {str(1 << 30): 1}):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(logit_bias=bad, **kw)  # type: ignore[call-overload]
+        assert info.value.body["param"] == "logit_bias", bad  # type: ignore[index]

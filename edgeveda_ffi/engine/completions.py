@@ -9,7 +9,7 @@ shapes. Everything runs on the engine's own calls (``generate``, ``stream``,
 ``apply_chat_template``): the model's chat template, stop sequences, seeds and
 cancel behave as there; closing a stream's iterator frees the native stream.
 
-Parameters the engine does not have (``n`` > 1, ``logit_bias``, ...) raise
+Parameters the engine does not have (``n`` > 1, ``best_of``, ...) raise
 ConfigurationException naming them rather than being ignored.
 """
 
@@ -130,7 +130,8 @@ class OpenAICompatible:
         ``stream=True``) ends the stream with a chunk whose ``choices`` is
         empty and whose ``usage`` is set (``None`` in the chunks before it).
         Other keywords: temperature, top_p, top_k, min_p,
-        frequency/presence/repeat_penalty, seed.
+        frequency/presence/repeat_penalty, seed, and ``logit_bias`` (token id
+        -> -100..100, added to the logit; -100 bans the token).
         """
         usage = _include_usage(stream_options, stream)
         params = self._openai_params(
@@ -316,6 +317,10 @@ class OpenAICompatible:
         for name, value in sampling.items():
             if name in _IGNORED:
                 continue
+            if name == "logit_bias":
+                if value is not None:
+                    kw["logit_bias"] = _openai_logit_bias(value)
+                continue
             if name not in _SAME_NAME:
                 raise _unsupported(name, "not a parameter of this engine")
             if value is not None:
@@ -340,16 +345,20 @@ class OpenAICompatible:
 
 @contextlib.contextmanager
 def _prompt_named(field: str) -> Iterator[None]:
-    """A prompt longer than the context, raised by the core without a field,
-    as OpenAI reports it: :data:`CONTEXT_LENGTH_EXCEEDED` on ``field``."""
+    """The core's errors that name no field, as OpenAI reports them: a prompt
+    longer than the context is :data:`CONTEXT_LENGTH_EXCEEDED` on ``field``; a
+    ``logit_bias`` token outside the vocabulary is on ``logit_bias``."""
     try:
         yield
     except ConfigurationException as exc:
-        if exc.field is not None or _CORE_CONTEXT_FULL not in (exc.details or ""):
-            raise
-        raise ConfigurationException(
-            CONTEXT_LENGTH_EXCEEDED, exc.details, exc, field=field
-        ) from exc
+        details = exc.details or ""
+        if exc.field is None and _CORE_CONTEXT_FULL in details:
+            raise ConfigurationException(
+                CONTEXT_LENGTH_EXCEEDED, exc.details, exc, field=field
+            ) from exc
+        if exc.field is None and "logit_bias" in details:
+            raise ConfigurationException(exc.message, details, exc, field="logit_bias") from exc
+        raise
 
 
 def _include_usage(stream_options: Optional[Mapping[str, Any]], stream: bool) -> bool:
@@ -407,6 +416,30 @@ def _tool_setup(
     if choice == "none":
         return None, None
     return tool_call_gbnf(tools, choice), tools_system_prompt(tools)
+
+
+def _openai_logit_bias(value: Any) -> Tuple[Tuple[int, float], ...]:
+    """OpenAI's ``logit_bias`` (token id, a string in JSON, -> -100..100) as
+    ``GenerationParams.logit_bias``: -100 bans the token, as OpenAI documents
+    (-inf here); other values are added to the logit as given."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationException(
+            "Invalid parameter",
+            "logit_bias must be an object mapping token ids to numbers from -100 to 100",
+            field="logit_bias",
+        )
+    out = []
+    for token, bias in value.items():
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+            raise ConfigurationException(
+                "Invalid parameter",
+                f"logit_bias[{token!r}]={bias!r}: must be a number from -100 to 100",
+                field="logit_bias",
+            )
+        out.append((token, float("-inf") if bias <= -100 else float(bias)))
+    from .config import logit_bias_pairs  # the token ids: ints or decimal strings
+
+    return logit_bias_pairs(out)
 
 
 def _logprob_params(top_logprobs: Optional[int]) -> Dict[str, Any]:

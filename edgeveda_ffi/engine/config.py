@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ..errors import ConfigurationException
 from .bindings import config_defaults, generation_params_defaults
@@ -208,6 +208,11 @@ class GenerationParams:
     its ``top_logprobs`` (0 to 20) best alternatives
     (``ev_generation_extras.top_logprobs``; ``top_logprobs`` has no effect
     without ``logprobs``): ``GenerateResult.logprobs``, ``StreamPiece.logprobs``.
+    ``logit_bias`` maps token ids to numbers added to their logits before the
+    penalties and the sampling (``ev_generation_extras.logit_bias``);
+    ``float("-inf")`` bans a token. Given as a mapping (or pairs), kept as a
+    tuple of ``(token, bias)`` pairs; a token outside the vocabulary raises
+    ConfigurationException when the generation starts.
     """
 
     max_tokens: int = _C_PARAMS["max_tokens"]
@@ -226,6 +231,7 @@ class GenerationParams:
     # the C field is one number, -1 = off; here OpenAI's two fields
     logprobs: bool = _C_PARAMS["top_logprobs"] >= 0
     top_logprobs: int = max(_C_PARAMS["top_logprobs"], 0)
+    logit_bias: Tuple[Tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         _check_int("max_tokens", self.max_tokens, 0, _INT32_MAX, ">= 0")
@@ -261,6 +267,7 @@ class GenerationParams:
                 raise _bad(name, v, "must be a string without NUL, or None")
         if self.seed is not None:
             _check_int("seed", self.seed, -1, 2**32 - 2, "None, -1 (random) or 0 to 4294967294")
+        object.__setattr__(self, "logit_bias", logit_bias_pairs(self.logit_bias))
 
     @classmethod
     def from_kwargs(
@@ -280,3 +287,33 @@ class GenerationParams:
         if isinstance(values.get("stop"), list):
             values["stop"] = tuple(values["stop"])
         return cls(**values)
+
+
+def logit_bias_pairs(value: Any) -> Tuple[Tuple[int, float], ...]:
+    """``logit_bias`` as ``(token, bias)`` pairs: from a mapping or pairs; token
+    ids as ints (or decimal strings, as JSON keys are); biases finite or -inf."""
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [tuple(item) for item in items]
+    except TypeError:
+        raise _bad(
+            "logit_bias", value, "must map token ids to numbers (or be (token, bias) pairs)"
+        ) from None
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise _bad("logit_bias", pair, "entries must be (token, bias) pairs")
+        token, bias = pair
+        if isinstance(token, str) and token.strip().isdigit():
+            token = int(token)
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token <= _INT32_MAX:
+            raise _bad("logit_bias", token, "keys must be token ids (integers >= 0)")
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+            raise _bad("logit_bias", bias, f"the bias of token {token} must be a number")
+        bias = float(bias)
+        if math.isnan(bias) or bias == math.inf:
+            raise _bad("logit_bias", bias, f"the bias of token {token} must be finite or -inf")
+        out.append((token, bias))
+    return tuple(out)

@@ -89,7 +89,7 @@ class NativeParams:
             r = ffi.new("char[]", encode(p.grammar_root, "grammar_root"))
             keep.append(r)
             ptr.grammar_root = r
-        if p.seed is not None or p.min_p or p.logprobs:
+        if p.seed is not None or p.min_p or p.logprobs or p.logit_bias:
             x = ffi.new("ev_generation_extras*")
             lib.ev_generation_extras_default(x)
             if p.seed is not None:
@@ -97,6 +97,14 @@ class NativeParams:
             x.min_p = p.min_p
             if p.logprobs:
                 x.top_logprobs = p.top_logprobs
+            if p.logit_bias:
+                bias = ffi.new("ev_logit_bias[]", len(p.logit_bias))
+                for entry, (token, value) in zip(bias, p.logit_bias):
+                    entry.token = token
+                    entry.bias = value
+                keep.append(bias)
+                x.logit_bias = bias
+                x.num_logit_bias = len(p.logit_bias)
             keep.append(x)
             ptr.reserved = x
         self.ptr = ptr

@@ -109,9 +109,9 @@
 
 /* The API version; the Python extension bakes it in and checks it at import. */
 #define EV_VERSION_MAJOR 1
-#define EV_VERSION_MINOR 5
+#define EV_VERSION_MINOR 6
 #define EV_VERSION_PATCH 0
-#define EV_VERSION_STRING "1.5.0"
+#define EV_VERSION_STRING "1.6.0"
 
 #ifdef __cplusplus
 extern "C" {
@@ -471,6 +471,13 @@ typedef struct {
 EV_API ev_error_t ev_get_last_generation_stats(ev_context ctx, ev_generation_stats* stats);
 EV_API ev_error_t ev_stream_get_stats(ev_stream stream, ev_generation_stats* stats);
 
+/* One entry of ev_generation_extras.logit_bias (the layout of llama.cpp's
+ * llama_logit_bias). */
+typedef struct {
+    int32_t token;  /* a token id of the model's vocabulary */
+    float bias;     /* added to its logit; finite, or -INFINITY: never pick it */
+} ev_logit_bias;
+
 /* Why: per-request seed and min_p without breaking Edge Veda's struct layout.
  * Point ev_generation_params.reserved at one of these, struct_size set to
  * sizeof(ev_generation_extras). */
@@ -483,9 +490,22 @@ typedef struct {
      * works and means -1): -1 = off; 0..20 = record every generated token's
      * logprob and that many alternatives (see ev_token_logprob). */
     int32_t top_logprobs;
+    /* Since 1.6.0 (an older struct_size, ending before this field, still
+     * works and means none). Why: OpenAI's and llama-cpp-python's logit_bias,
+     * to ban tokens or favour them. Each entry's bias is added to its token's
+     * logit before the penalties and the sampling (after the grammar mask),
+     * and logprobs report the biased distribution. A token may appear more
+     * than once (the biases add up). The array is read during the call that
+     * takes the params (ev_generate, ev_generate_stream) and may be freed
+     * after it. INVALID_PARAM: num_logit_bias < 0, logit_bias NULL with
+     * num_logit_bias > 0, a token outside [0, vocabulary size), a bias that
+     * is NaN or +INFINITY (the message names the entry). */
+    const ev_logit_bias* logit_bias;
+    int32_t num_logit_bias;
 } ev_generation_extras;
 
-/* Fill *extras with defaults (struct_size set, seed -2, min_p 0, top_logprobs -1). */
+/* Fill *extras with defaults (struct_size set, seed -2, min_p 0, top_logprobs
+ * -1, no logit_bias). */
 EV_API void ev_generation_extras_default(ev_generation_extras* extras);
 
 /* Why: scoring, confidence and debugging of a prompt need the probability of

@@ -26,6 +26,7 @@ struct Params {
     float confidence_threshold;
     int64_t seed;  // -2: config seed
     int top_logprobs = -1;  // -1 off; 0..20 alternatives per token
+    std::vector<llama_logit_bias> logit_bias;  // token ids checked by build_sampler
 };
 
 // Validates *in (NULL: the defaults) into *out; a bad field fails with

@@ -11,6 +11,25 @@ namespace ev {
 
 namespace {
 bool finite(float v) { return std::isfinite(v); }
+
+// The token ids are checked against the vocabulary when the sampler is built
+// (build_sampler), where the model is known.
+ev_error_t read_logit_bias(const ev_logit_bias* in, int32_t n, std::vector<llama_logit_bias>* out) {
+    if (n < 0) return fail(EV_ERROR_INVALID_PARAM, "extras.num_logit_bias must be >= 0");
+    if (n > 0 && in == nullptr) {
+        return fail(EV_ERROR_INVALID_PARAM, "extras.logit_bias is NULL but num_logit_bias > 0");
+    }
+    out->reserve(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) {
+        float b = in[i].bias;
+        if (std::isnan(b) || b == INFINITY) {
+            return fail(EV_ERROR_INVALID_PARAM, "extras.logit_bias[" + std::to_string(i) +
+                                                    "].bias must be finite or -INFINITY");
+        }
+        out->push_back(llama_logit_bias{in[i].token, b});
+    }
+    return EV_SUCCESS;
+}
 }  // namespace
 
 ev_error_t read_params(const ev_generation_params* in, Params* out) {
@@ -51,11 +70,15 @@ ev_error_t read_params(const ev_generation_params* in, Params* out) {
     out->seed = -2;
     out->min_p = 0;
     out->top_logprobs = -1;
+    out->logit_bias.clear();
     if (p.reserved != nullptr) {
         const auto* x = static_cast<const ev_generation_extras*>(p.reserved);
-        // 1.3's struct ended before top_logprobs: still accepted (logprobs off)
+        // the structs of 1.3 (ending before top_logprobs) and of 1.4-1.5
+        // (ending before logit_bias) are still accepted: what they lack is off
         constexpr size_t v13_size = offsetof(ev_generation_extras, top_logprobs);
-        if (x->struct_size != sizeof(ev_generation_extras) && x->struct_size != v13_size) {
+        constexpr size_t v14_size = offsetof(ev_generation_extras, logit_bias);
+        if (x->struct_size != sizeof(ev_generation_extras) && x->struct_size != v13_size &&
+            x->struct_size != v14_size) {
             return fail(EV_ERROR_INVALID_PARAM,
                         "params.reserved must be NULL or an ev_generation_extras with struct_size set");
         }
@@ -63,11 +86,15 @@ ev_error_t read_params(const ev_generation_params* in, Params* out) {
         if (!finite(x->min_p) || x->min_p < 0 || x->min_p > 1) return fail(EV_ERROR_INVALID_PARAM, "extras.min_p must be in [0, 1]");
         out->seed = x->seed;
         out->min_p = x->min_p;
-        if (x->struct_size == sizeof(ev_generation_extras)) {
+        if (x->struct_size >= v14_size) {
             if (x->top_logprobs < -1 || x->top_logprobs > 20) {
                 return fail(EV_ERROR_INVALID_PARAM, "extras.top_logprobs must be -1 (off) or in [0, 20]");
             }
             out->top_logprobs = x->top_logprobs;
+        }
+        if (x->struct_size == sizeof(ev_generation_extras)) {
+            ev_error_t e = read_logit_bias(x->logit_bias, x->num_logit_bias, &out->logit_bias);
+            if (e != EV_SUCCESS) return e;
         }
     }
     return EV_SUCCESS;
@@ -102,6 +129,8 @@ static void ev_generation_extras_default_impl(ev_generation_extras* extras) {
     extras->seed = -2;
     extras->min_p = 0.0f;
     extras->top_logprobs = -1;
+    extras->logit_bias = nullptr;
+    extras->num_logit_bias = 0;
 }
 
 // ---- entry points ----

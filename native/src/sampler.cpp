@@ -238,6 +238,23 @@ ev_error_t build_sampler(const llama_vocab* vocab, const Params& p, int64_t conf
         llama_sampler_chain_add(smpl, g);
     }
     out->chain = smpl;
+    if (!p.logit_bias.empty()) {
+        int32_t n_vocab = llama_vocab_n_tokens(vocab);
+        for (size_t i = 0; i < p.logit_bias.size(); ++i) {
+            llama_token t = p.logit_bias[i].token;
+            if (t < 0 || t >= n_vocab) {
+                llama_sampler_free(smpl);
+                *out = Sampler{};
+                *why = "extras.logit_bias[" + std::to_string(i) + "].token " + std::to_string(t) +
+                       " is not in the vocabulary [0, " + std::to_string(n_vocab) + ")";
+                return EV_ERROR_INVALID_PARAM;
+            }
+        }
+        // after the grammar mask, before the penalties: the logits OpenAI's
+        // logit_bias means (llama.cpp's common sampler puts it first too)
+        llama_sampler_chain_add(smpl, llama_sampler_init_logit_bias(
+                                          n_vocab, static_cast<int32_t>(p.logit_bias.size()), p.logit_bias.data()));
+    }
     if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
         llama_sampler* pen = init_penalties(llama_vocab_n_tokens(vocab), 64, p.repeat_penalty, p.frequency_penalty,
                                             p.presence_penalty);
@@ -254,7 +271,8 @@ ev_error_t build_sampler(const llama_vocab* vocab, const Params& p, int64_t conf
     if (p.temperature <= 0.0f) {
         // the chain stays complete (accept() keeps the penalty window)
         llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
-        out->direct_greedy = p.grammar.empty();
+        // the fast path reads the raw logits: only for a chain of [penalties,] greedy
+        out->direct_greedy = p.grammar.empty() && p.logit_bias.empty();
         return EV_SUCCESS;
     }
     if (p.top_k > 0) llama_sampler_chain_add(smpl, llama_sampler_init_top_k(p.top_k));
