@@ -10,7 +10,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from benchmarks._common import README, ROOT
 
@@ -229,16 +229,28 @@ def build_tables(res: Dict[str, Any]) -> Tuple[List[List[str]], List[List[str]],
     return rows, ratio_rows, dl_rows
 
 
-def render_text(res: Dict[str, Any]) -> str:
+def _text_table(header: List[str], body: List[List[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in body]
+    return "\n".join(out)
+
+
+def _markdown_table(header: List[str], body: List[List[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return "\n".join(out)
+
+
+def _sections(
+    res: Dict[str, Any],
+    table: Callable[[List[str], List[List[str]]], str],
+    paired_intro: Optional[str],
+    caption_end: str,
+) -> List[str]:
+    """The report's tables, in order, drawn by ``table``: the lines of both renderings."""
     rows, ratio_rows, dl_rows = build_tables(res)
-
-    def table(header: List[str], body: List[List[str]]) -> str:
-        widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
-        line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-        out = [line, "-" * len(line)]
-        out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in body]
-        return "\n".join(out)
-
     parts = [
         table(["metric", "tool", "median", "min–max", "n"], rows),
         "",
@@ -248,21 +260,20 @@ def render_text(res: Dict[str, Any]) -> str:
         parts += ["", table(["file", "download", "median", "min–max"], dl_rows)]
     p_rows, p_ratios = build_paired_tables(res)
     if p_rows:
-        parts += ["", table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows)]
-        parts += ["", table(PAIRED_RATIO_HEADER, p_ratios)]
+        parts += [""] + ([paired_intro, ""] if paired_intro else [])
+        parts += [table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows), ""]
+        parts += [table(PAIRED_RATIO_HEADER, p_ratios)]
     for caption, header, body in _cpu_tables(res):
-        parts += ["", caption, table(header, body)]
-    return "\n".join(parts)
+        parts += ["", caption + caption_end] + ([""] if caption_end else [])
+        parts += [table(header, body)]
+    return parts
+
+
+def render_text(res: Dict[str, Any]) -> str:
+    return "\n".join(_sections(res, _text_table, None, ""))
 
 
 def render_markdown(res: Dict[str, Any]) -> str:
-    rows, ratio_rows, dl_rows = build_tables(res)
-
-    def table(header: List[str], body: List[List[str]]) -> str:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
-        return "\n".join(out)
-
     cfg = res["config"]
     m = res["machine"]
     head = (
@@ -273,28 +284,11 @@ def render_markdown(res: Dict[str, Any]) -> str:
         f"noted; load average {res['load_before']} before, {res['load_after']} after.\n\n"
         f"Command: `{res['command']}`\n"
     )
-    parts = [
-        head,
-        table(["metric", "tool", "median", "min–max", "n"], rows),
-        "",
-        table(TARGET_RATIO_HEADER, ratio_rows),
-    ]
-    if dl_rows:
-        parts += ["", table(["file", "download", "median", "min–max"], dl_rows)]
-    p_rows, p_ratios = build_paired_tables(res)
-    if p_rows:
-        parts += [
-            "",
-            f"Paired mode: {cfg.get('paired_blocks')} blocks, one generation of every tool per "
-            "block (rotating order), ratios per block:",
-            "",
-            table(["paired: metric", "tool", "median", "p25–p75", "n"], p_rows),
-            "",
-            table(PAIRED_RATIO_HEADER, p_ratios),
-        ]
-    for caption, header, body in _cpu_tables(res):
-        parts += ["", caption + ":", "", table(header, body)]
-    return "\n".join(parts) + "\n"
+    intro = (
+        f"Paired mode: {cfg.get('paired_blocks')} blocks, one generation of every tool per "
+        "block (rotating order), ratios per block:"
+    )
+    return "\n".join([head] + _sections(res, _markdown_table, intro, ":")) + "\n"
 
 
 def _cpu_tables(res: Dict[str, Any]) -> List[Tuple[str, List[str], List[List[str]]]]:

@@ -172,6 +172,17 @@ def _write_random(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
+def _timed_curl(script: str, size: int, digest: str) -> float:
+    """MB/s of a bash pipeline that fetches with curl and prints the sha256
+    first (checked against ``digest``)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0 or not p.stdout or p.stdout.split()[0] != digest:
+        raise RuntimeError(f"{script} failed: {p.stderr}")
+    return size / wall / 1e6
+
+
 def run_download(a: Any) -> Dict[str, Any]:
     if shutil.which("curl") is None or shutil.which("sha256sum") is None:
         log("curl or sha256sum missing: skipping the download comparison")
@@ -212,39 +223,11 @@ def run_download(a: Any) -> Dict[str, Any]:
                 order = order[rep % 3 :] + order[: rep % 3]
                 for which in order:
                     if which == "pipe":
-                        t0 = time.perf_counter()
-                        p = subprocess.run(
-                            [
-                                "bash",
-                                "-o",
-                                "pipefail",
-                                "-c",
-                                f"curl -sS --fail '{url}' | sha256sum",
-                            ],
-                            capture_output=True,
-                            text=True,
-                        )
-                        wall = time.perf_counter() - t0
-                        if p.returncode != 0 or p.stdout.split()[0] != digest:
-                            raise RuntimeError(f"curl | sha256sum failed: {p.stderr}")
-                        rows["curl_pipe_mb_s"].append(size / wall / 1e6)
+                        mb_s = _timed_curl(f"curl -sS --fail '{url}' | sha256sum", size, digest)
+                        rows["curl_pipe_mb_s"].append(mb_s)
                     elif which == "file":
-                        t0 = time.perf_counter()
-                        p = subprocess.run(
-                            [
-                                "bash",
-                                "-o",
-                                "pipefail",
-                                "-c",
-                                f"curl -sS --fail -o '{dest}' '{url}' && sha256sum '{dest}'",
-                            ],
-                            capture_output=True,
-                            text=True,
-                        )
-                        wall = time.perf_counter() - t0
-                        if p.returncode != 0 or p.stdout.split()[0] != digest:
-                            raise RuntimeError(f"curl -o + sha256sum failed: {p.stderr}")
-                        rows["curl_file_mb_s"].append(size / wall / 1e6)
+                        cmd = f"curl -sS --fail -o '{dest}' '{url}' && sha256sum '{dest}'"
+                        rows["curl_file_mb_s"].append(_timed_curl(cmd, size, digest))
                         dest.unlink()
                     else:
                         models = work / f"models-{rep}"

@@ -253,3 +253,30 @@ def test_server_vs_inprocess_runs(smollm2_path: Path, client: str) -> None:
     whole = out["complete"]
     assert whole["server_total_ms"] > 0 and whole["in_process_total_ms"] > 0, out
     assert whole["paired_ratio_median"]["total_time"] > 0
+
+
+def test_server_vs_inprocess_against_llama_server(smollm2_path: Path) -> None:
+    """``--llama-server``: llama.cpp's own server as a third side of the round,
+    with its medians and the paired ratios against it."""
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    exe = ROOT / "build" / "llama-tools" / "bin" / "llama-server"
+    if not exe.is_file():
+        pytest.skip(
+            "llama-server is not built here: `python -m benchmarks.server_vs_inprocess "
+            "--llama-server build` builds it from the pinned llama.cpp (minutes)"
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.server_vs_inprocess", "--model", str(smollm2_path)]
+        + ["--rounds", "1", "--n-gen", "12", "--llama-server", str(exe)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peer = json.loads(proc.stdout)["llama_server"]
+    assert peer["streamed"]["n"] >= 2 and peer["streamed"]["tok_s"] > 0, peer
+    assert peer["whole"]["total_ms"] > 0
+    for ratios in (peer["paired_over_in_process"], peer["server_over_llama_server"]):
+        assert all(v > 0 for v in ratios.values()), ratios

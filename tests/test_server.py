@@ -106,9 +106,7 @@ def test_stream_include_usage(server: Served, client) -> None:
     assert info.value.status_code == 400 and info.value.body["param"] == "stream_options"
 
 
-def test_prompt_longer_than_the_context_is_context_length_exceeded(
-    server: Served, client
-) -> None:
+def test_prompt_longer_than_the_context_is_context_length_exceeded(server: Served, client) -> None:
     long_text = "word " * 2500  # the server's context holds 2048 tokens
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError) as info:
@@ -306,6 +304,37 @@ def test_503_while_loading_then_sigterm(smollm2_path: Path) -> None:
         assert "local only" in err and "127.0.0.1" in err
     finally:
         served.terminate()
+
+
+@pytest.mark.parametrize("interval", ["0", "1000"])
+def test_stream_interval(smollm2_path: Path, interval: str) -> None:
+    """--stream-interval-ms: 0 sends every token at once, 1000 several per
+    write; either way one event per piece, adding up to the whole answer."""
+    served = Served(smollm2_path, extra=["--stream-interval-ms", interval])
+    try:
+        served.wait_ready()
+        client = served.client()
+        kw = dict(model=served.model_id, prompt="Once upon a time", max_tokens=24, temperature=0)
+        whole = client.completions.create(**kw).choices[0].text  # type: ignore[call-overload]
+        chunks = list(client.completions.create(stream=True, **kw))  # type: ignore[call-overload]
+        assert "".join(c.choices[0].text for c in chunks) == whole
+        assert sum(1 for c in chunks if c.choices[0].text) >= 10
+    finally:
+        served.terminate()
+
+
+@pytest.mark.parametrize("bad", ["-1", "1001", "nan"])
+def test_bad_stream_interval_is_a_usage_error(smollm2_path: Path, bad: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeveda_ffi", "serve", "--model", str(smollm2_path)]
+        + ["--stream-interval-ms", bad],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--stream-interval-ms" in proc.stderr and "0 to 1000" in proc.stderr
 
 
 def test_missing_extra_is_one_line(smollm2_path: Path) -> None:

@@ -26,7 +26,7 @@ from .model_commands import (
     cmd_models_rm,
     cmd_models_verify,
 )
-from .serve_command import cmd_serve
+from .serve_command import STREAM_INTERVAL_MS, cmd_serve
 
 __all__ = ["PROG", "build_parser"]
 
@@ -382,6 +382,15 @@ def build_parser() -> _Parser:
         default=[],
         help="let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call the API "
         "from a browser; repeatable (default: none)",
+    )
+    serve.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        metavar="MS",
+        default=STREAM_INTERVAL_MS,
+        help="send a stream's tokens at most every MS milliseconds, several per write when they "
+        "come faster (less CPU per token, taken from the decode on small machines); 0 sends "
+        f"each token at once (default {STREAM_INTERVAL_MS:g})",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -11,9 +11,14 @@ from urllib.parse import urlsplit
 from .common import MODEL_ENV, CliError, UsageError, resolve_model
 from .engine_commands import _config_kwargs, manager_of
 
-__all__ = ["cmd_serve", "SERVER_EXTRA_HINT"]
+__all__ = ["cmd_serve", "SERVER_EXTRA_HINT", "STREAM_INTERVAL_MS"]
 
 SERVER_EXTRA_HINT = "pip install 'edgeveda-ffi[server]'"
+
+#: ``--stream-interval-ms``'s default: the server's own (ModelHost.stream_interval),
+#: written here because the parser must not import the optional server extra
+#: (tests/test_server_handoff.py checks that they agree).
+STREAM_INTERVAL_MS = 20.0
 
 
 def _model_id(raw: Optional[str], path: str) -> str:
@@ -61,10 +66,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port (0-65535)")
     origins = [_check_origin(o) for o in args.cors_origin]
+    interval = args.stream_interval_ms
+    if not 0 <= interval <= 1000:  # NaN fails too
+        raise UsageError(f"--stream-interval-ms {interval:g}: use 0 to 1000")
     cfg = _config_kwargs(args)
     raw = args.model or os.environ.get(MODEL_ENV) or None
     path = str(resolve_model(manager_of(args), args.model))
     host = build_host(path, _model_id(raw, path), cfg)
+    host.stream_interval = interval / 1000
     scope = (
         "local only; --host 0.0.0.0 to expose"
         if args.host in ("127.0.0.1", "localhost", "::1")

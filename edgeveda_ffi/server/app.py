@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .api_errors import ApiError, bad_param, from_exception
-from .host import ModelHost
+from .host import Handoff, ModelHost
 from .requests import (
     chat_kwargs,
     check_model,
@@ -42,15 +42,22 @@ def _error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
+#: One encoder for every event (json.dumps with an option builds one per call).
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _sse(data: Any) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    text = data if isinstance(data, str) else _encode(data)
     return f"data: {text}\n\n".encode()
 
 
 class EventStream(Response):
-    """An SSE response that notices a client leaving.
+    """An SSE response of the chunks a :class:`Handoff` brings: ``data:
+    {chunk}`` events, then ``data: [DONE]`` (or an error event when the engine
+    failed after the 200 went out).
 
-    It watches the ASGI ``receive`` channel for ``http.disconnect`` while it
+    Chunks that arrived together go out in one send, each its own event. It
+    watches the ASGI ``receive`` channel for ``http.disconnect`` while it
     sends (and treats a failed send the same way) and then calls ``on_gone``
     at once, which stops the generation and frees the native stream; it does
     not rely on the framework's disconnect handling, which differs by version.
@@ -58,14 +65,15 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], on_gone: Callable[[], None]) -> None:
+    def __init__(self, chunks: Handoff, first: List[Any], on_gone: Callable[[], None]) -> None:
         super().__init__(
             content=None,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         # streamed: no Content-Length (Response sets one for its empty body)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self._events = events
+        self._chunks = chunks
+        self._first = first
         self._on_gone = on_gone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,12 +90,21 @@ class EventStream(Response):
         watcher = asyncio.ensure_future(watch())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for event in self._events:
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            if not gone.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            batch, self._first = self._first, []
+            while not gone.is_set():
+                if batch:
+                    body = b"".join(map(_sse, batch))
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                try:
+                    batch = await self._chunks.take()
+                except Exception as exc:  # noqa: BLE001 - after the 200: an error event
+                    body = _sse(from_exception(exc).body())
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    return
+                if not batch:
+                    body = _sse("[DONE]")
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    return
         except OSError:  # the client went away under a send
             self._on_gone()
         finally:
@@ -111,29 +128,17 @@ async def _stream_response(host: ModelHost, start: Callable[[Any], Any], prefetc
     """Start a stream; its first ``prefetch`` chunks are computed before the
     200 goes out, so an error at the start is still a proper error status."""
     chunks, stop = host.stream(start)
-    first = []
+    first: List[Any] = []
     try:
-        for _ in range(prefetch):
-            try:
-                first.append(await chunks.__anext__())
-            except StopAsyncIteration:
+        while len(first) < prefetch:
+            batch = await chunks.take(paced=False)
+            if not batch:
                 break
+            first += batch
     except BaseException:
         stop()
         raise
-
-    async def events() -> AsyncIterator[bytes]:
-        for chunk in first:
-            yield _sse(chunk)
-        try:
-            async for chunk in chunks:
-                yield _sse(chunk)
-        except Exception as exc:  # noqa: BLE001 - after the 200: an error event
-            yield _sse(from_exception(exc).body())
-            return
-        yield _sse("[DONE]")
-
-    return EventStream(events(), stop)
+    return EventStream(chunks, first, stop)
 
 
 def create_app(

@@ -5,28 +5,31 @@ executor owned by the host. That single thread is the queue: requests are
 served whole and in the order they arrived (a stream holds the thread until it
 ends), and only one native stream exists at a time, as the engine requires.
 
-A streaming job pushes its chunks to the event loop through an asyncio queue.
-A client that disconnects sets the job's stop flag and cancels the running
-generation (``EdgeVeda.cancel``, any thread); the job then closes the chunk
-generator, which frees the native stream, and the thread takes the next job.
+A streaming job hands its chunks to the event loop through a :class:`Handoff`,
+which the loop reads at most once per ``stream_interval`` (plus at once for the
+first chunk, the end and errors). A client that disconnects sets the job's
+stop flag and cancels the running generation (``EdgeVeda.cancel``, any
+thread); the job then closes the chunk generator, which frees the native
+stream, and the thread takes the next job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, TypeVar
 
 from .api_errors import unavailable
 
 if TYPE_CHECKING:
     from .. import EdgeVeda
 
-__all__ = ["ModelHost", "LOAD_DELAY_ENV"]
+__all__ = ["ModelHost", "Handoff", "LOAD_DELAY_ENV", "STREAM_INTERVAL"]
 
 T = TypeVar("T")
 log = logging.getLogger("edgeveda_ffi.server")
@@ -36,6 +39,113 @@ log = logging.getLogger("edgeveda_ffi.server")
 LOAD_DELAY_ENV = "EDGEVEDA_SERVE_TEST_LOAD_DELAY"
 
 _END = object()
+
+#: The shortest time between two sends of one stream's chunks, in seconds:
+#: the chunks that arrive meanwhile go out together (each its own SSE event).
+STREAM_INTERVAL = 0.02
+
+
+def _is_final(item: Any) -> bool:
+    """The end of a stream or its error: handed over without waiting."""
+    return item is _END or isinstance(item, BaseException)
+
+
+class Handoff:
+    """A stream's chunks from the host's thread to the event loop, paced.
+
+    Why paced: waking the event loop and sending costs about 0.15 ms of CPU
+    per send here, and while ggml's threads decode on every core that time is
+    taken from the decode (benchmarks/README.md, "The server against
+    llama.cpp's own"). So the loop takes what has arrived at most once per
+    ``interval``: a chunk waits at most that long (the first one, the end and
+    an error not at all), and a model faster than one token per interval sends
+    several tokens' events in one write. A slower model gets every chunk at
+    once, since the loop, finding nothing at its next look, waits for the
+    next chunk to wake it.
+
+    ``put`` is for the host's thread, ``take`` for the loop.
+    """
+
+    __slots__ = ("_loop", "_interval", "_items", "_asleep", "_waiter", "_error", "_ended", "_next")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = STREAM_INTERVAL) -> None:
+        self._loop = loop
+        self._interval = interval
+        self._items: Deque[Any] = collections.deque()
+        self._asleep = False  # the loop waits for a put() to wake it
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._error: Optional[BaseException] = None
+        self._ended = False
+        self._next = 0.0  # loop time before which the loop does not look again
+
+    def put(self, item: Any) -> None:
+        """Hand over ``item`` (any thread): a chunk, an exception or the end."""
+        # Append first, then look at the flag (take() sets it, then looks at
+        # the deque): an item is never left behind while the loop sleeps.
+        self._items.append(item)
+        if self._asleep or _is_final(item):
+            self._asleep = False
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop is closed: nobody takes any more
+                pass
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drain(self) -> List[Any]:
+        batch: List[Any] = []
+        while self._items:
+            item = self._items.popleft()
+            if item is _END:
+                self._ended = True
+                break
+            if isinstance(item, BaseException):
+                self._error = item
+                break
+            batch.append(item)
+        return batch
+
+    async def take(self, paced: bool = True) -> List[Any]:
+        """The chunks that have arrived, waiting for at least one; ``[]`` at the
+        end. An exception handed over is raised after the chunks before it.
+        ``paced=False`` takes them as soon as they come (the first chunks,
+        before the response starts)."""
+        loop = self._loop
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._ended = True
+                raise error
+            if self._ended:
+                return []
+            wait = self._next - loop.time() if paced else 0.0
+            if wait <= 0 or (self._items and _is_final(self._items[-1])):  # the end: at once
+                batch = self._drain()
+                if batch:
+                    if paced:
+                        self._next = loop.time() + self._interval
+                    return batch
+                if self._error is not None or self._ended:
+                    continue
+            self._waiter = waiter = loop.create_future()
+            timer = None
+            if wait > 0:
+                timer = loop.call_later(wait, self._wake)
+            else:
+                self._asleep = True
+                if self._items:  # arrived before the flag was set
+                    self._asleep = False
+                    self._waiter = None
+                    continue
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
 
 class ModelHost:
@@ -61,6 +171,8 @@ class ModelHost:
         self._active: Optional[threading.Event] = None
         self._active_lock = threading.Lock()
         self.on_load_failed: Callable[[BaseException], None] = lambda exc: None
+        #: seconds between two sends of a stream's chunks (see Handoff)
+        self.stream_interval = STREAM_INTERVAL
 
     # ------------------------------------------------------------ lifecycle
 
@@ -145,20 +257,17 @@ class ModelHost:
 
     def stream(
         self, start: Callable[[EdgeVeda], Iterator[Any]]
-    ) -> tuple[AsyncIterator[Any], Callable[[], None]]:
+    ) -> tuple[Handoff, Callable[[], None]]:
         """Run ``start(engine)`` and iterate it on the host's thread.
 
-        Returns the chunks as an async iterator (an exception raised by the
-        engine comes out of it) and ``stop``: call it when the client has gone;
-        it ends the generation now and frees the native stream, so the next
-        queued request starts."""
+        Returns the chunks as a :class:`Handoff` to ``take`` from (an exception
+        raised by the engine comes out of it) and ``stop``: call it when the
+        client has gone; it ends the generation now and frees the native
+        stream, so the next queued request starts."""
         self.check_ready()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        handoff = Handoff(asyncio.get_running_loop(), self.stream_interval)
+        put = handoff.put
         stop = threading.Event()
-
-        def put(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def job() -> None:
             try:
@@ -191,14 +300,4 @@ class ModelHost:
                     self._cancel_engine()
 
         self._executor.submit(job)
-
-        async def items() -> AsyncIterator[Any]:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        return items(), stop_now
+        return handoff, stop_now
