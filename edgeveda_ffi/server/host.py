@@ -54,14 +54,14 @@ class Handoff:
     """A stream's chunks from the host's thread to the event loop, paced.
 
     Why paced: waking the event loop and sending costs about 0.15 ms of CPU
-    per send here, and while ggml's threads decode on every core that time is
-    taken from the decode (benchmarks/README.md, "The server against
-    llama.cpp's own"). So the loop takes what has arrived at most once per
-    ``interval``: a chunk waits at most that long (the first one, the end and
-    an error not at all), and a model faster than one token per interval sends
-    several tokens' events in one write. A slower model gets every chunk at
-    once, since the loop, finding nothing at its next look, waits for the
-    next chunk to wake it.
+    per send on a 2-vCPU machine, and while ggml's threads decode on every
+    core that time is taken from the decode (benchmarks/README.md, "Against
+    llama.cpp's own server, then paced streams"). So the loop takes what has
+    arrived at most once per ``interval``: a chunk waits at most that long
+    (the first one, the end and an error not at all), and a model faster than
+    one token per interval sends several tokens' events in one write. A slower
+    model gets every chunk at once, since the loop, finding nothing at its
+    next look, waits for the next chunk to wake it.
 
     ``put`` is for the host's thread, ``take`` for the loop.
     """
