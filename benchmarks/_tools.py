@@ -120,14 +120,11 @@ def ensure_llama_tools(build: bool) -> Tuple[Optional[Path], Optional[Path]]:
     ref_src = BENCH / "native" / "llama_ref.c"
     if not build:
         return (bench if bench.is_file() else None), (ref if ref.is_file() else None)
-    stamp = LLAMA_TOOLS / ".edgeveda-source"
-    before = stamp.read_text() if stamp.is_file() else None
     src = _llama_tools_source()
-    if not bench.is_file() or stamp.read_text() != before:
-        _build_llama_target("llama-bench")
-        if ref.exists():
-            ref.unlink()
-    if not ref.is_file() or ref.stat().st_mtime < ref_src.stat().st_mtime:
+    _build_llama_target("llama-bench")  # incremental: nothing to do when it is up to date
+    libs = _llama_libs(LLAMA_TOOLS)
+    newest_input = max(f.stat().st_mtime for f in [ref_src, *libs])
+    if not ref.is_file() or ref.stat().st_mtime < newest_input:
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
         _run(
             [
@@ -138,7 +135,7 @@ def ensure_llama_tools(build: bool) -> Tuple[Optional[Path], Optional[Path]]:
                 f"-I{src / 'include'}",
                 f"-I{src / 'ggml' / 'include'}",
                 ref_src,
-                *_llama_libs(LLAMA_TOOLS),
+                *libs,
                 "-lstdc++",
                 "-fopenmp",
                 "-lm",

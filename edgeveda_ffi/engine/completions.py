@@ -145,7 +145,7 @@ class OpenAICompatible:
             top_logprobs=logprobs,
         )
         head = self._head("cmpl", sampling.get("model"))
-        with _prompt_named("prompt"):
+        with _core_errors_named("prompt"):
             if stream:
                 # the native stream starts here, so a closed engine or a bad
                 # parameter raises now, not at the first next()
@@ -216,7 +216,7 @@ class OpenAICompatible:
         prompt = self.apply_chat_template(render_messages(messages, tool_prompt))
         head = self._head("chatcmpl", sampling.get("model"))
         wants_tools = tool_prompt is not None
-        with _prompt_named("messages"):
+        with _core_errors_named("messages"):
             if stream:
                 tools_offered = tools if wants_tools else None
                 pieces = self.stream(prompt, params)
@@ -344,7 +344,7 @@ class OpenAICompatible:
 
 
 @contextlib.contextmanager
-def _prompt_named(field: str) -> Iterator[None]:
+def _core_errors_named(field: str) -> Iterator[None]:
     """The core's errors that name no field, as OpenAI reports them: a prompt
     longer than the context is :data:`CONTEXT_LENGTH_EXCEEDED` on ``field``; a
     ``logit_bias`` token outside the vocabulary is on ``logit_bias``."""
@@ -418,7 +418,7 @@ def _tool_setup(
     return tool_call_gbnf(tools, choice), tools_system_prompt(tools)
 
 
-def _openai_logit_bias(value: Any) -> Tuple[Tuple[int, float], ...]:
+def _openai_logit_bias(value: Any) -> Tuple[Tuple[Any, float], ...]:
     """OpenAI's ``logit_bias`` (token id, a string in JSON, -> -100..100) as
     ``GenerationParams.logit_bias``: -100 bans the token, as OpenAI documents
     (-inf here); other values are added to the logit as given."""
@@ -437,9 +437,7 @@ def _openai_logit_bias(value: Any) -> Tuple[Tuple[int, float], ...]:
                 field="logit_bias",
             )
         out.append((token, float("-inf") if bias <= -100 else float(bias)))
-    from .config import logit_bias_pairs  # the token ids: ints or decimal strings
-
-    return logit_bias_pairs(out)
+    return tuple(out)  # GenerationParams checks the token ids (ints or decimal strings)
 
 
 def _logprob_params(top_logprobs: Optional[int]) -> Dict[str, Any]:

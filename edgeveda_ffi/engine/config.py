@@ -267,7 +267,7 @@ class GenerationParams:
                 raise _bad(name, v, "must be a string without NUL, or None")
         if self.seed is not None:
             _check_int("seed", self.seed, -1, 2**32 - 2, "None, -1 (random) or 0 to 4294967294")
-        object.__setattr__(self, "logit_bias", logit_bias_pairs(self.logit_bias))
+        object.__setattr__(self, "logit_bias", _logit_bias_pairs(self.logit_bias))
 
     @classmethod
     def from_kwargs(
@@ -289,7 +289,7 @@ class GenerationParams:
         return cls(**values)
 
 
-def logit_bias_pairs(value: Any) -> Tuple[Tuple[int, float], ...]:
+def _logit_bias_pairs(value: Any) -> Tuple[Tuple[int, float], ...]:
     """``logit_bias`` as ``(token, bias)`` pairs: from a mapping or pairs; token
     ids as ints (or decimal strings, as JSON keys are); biases finite or -inf."""
     if value is None:
